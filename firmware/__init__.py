@@ -1,0 +1,1 @@
+# Tap firmware (MicroPython). Deployed as compiled .mpy files beside protocol/.

