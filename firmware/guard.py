@@ -12,10 +12,10 @@ IGNORE = const(-1)  # not for this tap, or a broadcast that is not answered
 CACHED = const(-2)  # a retry: send cached_answer()
 # any positive value: refuse with NAK and that error code, `detail` beside it
 
-_HEADER_LEN = const(7)
-_AUTH_LEN = const(24)
-_TAG_LEN = const(16)
-_CACHE = const(4)  # catalog.DUPLICATE_CACHE_SIZE
+_HEADER_LEN = const(7)  # = catalog.HEADER_LEN
+_AUTH_LEN = const(24)  # = catalog.AUTH_LEN
+_TAG_LEN = const(16)  # = catalog.TAG_LEN
+_CACHE = const(4)  # = catalog.DUPLICATE_CACHE_SIZE
 
 
 def _u32(buf, at):

@@ -5,8 +5,8 @@ from micropython import const
 
 from protocol import catalog
 
-_HEADER_LEN = const(7)
-_TAG_LEN = const(16)
+_HEADER_LEN = const(7)  # = catalog.HEADER_LEN
+_TAG_LEN = const(16)  # = catalog.TAG_LEN
 
 
 def header(buf, src, msg_type, flags, seq):
@@ -40,11 +40,21 @@ def sign(buf, n, hmac, epoch, counter):
     buf[4] |= catalog.FLAG_AUTH
     _put_u32(buf, n, epoch)
     _put_u32(buf, n + 4, counter)
-    n += 8
-    digest = hmac.digest(memoryview(buf)[:n])
+    return _tag_into(buf, n + 8, hmac)
+
+
+def mark_cached(buf, n, hmac):
+    """Flag a cached answer as replayed; its tag covers the flags, so sign it again."""
+    buf[4] |= catalog.FLAG_CACHED
+    if buf[4] & catalog.FLAG_AUTH:
+        _tag_into(buf, n - _TAG_LEN, hmac)
+
+
+def _tag_into(buf, signed_len, hmac):
+    digest = hmac.digest(memoryview(buf)[:signed_len])
     for i in range(_TAG_LEN):
-        buf[n + i] = digest[i]
-    return n + _TAG_LEN
+        buf[signed_len + i] = digest[i]
+    return signed_len + _TAG_LEN
 
 
 def _put_u32(buf, at, value):

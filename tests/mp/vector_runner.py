@@ -69,7 +69,9 @@ def good(case, key):
     end = len(body)
     if flags & catalog.FLAG_AUTH:
         end -= catalog.AUTH_LEN
-        out["tag_ok"] = Hmac(key).tag_ok(body[: len(body) - catalog.TAG_LEN], body[len(body) - catalog.TAG_LEN :], catalog.TAG_LEN)
+        out["tag_ok"] = Hmac(key).tag_ok(
+            body[: len(body) - catalog.TAG_LEN], body[len(body) - catalog.TAG_LEN :], catalog.TAG_LEN
+        )
     message = MESSAGES[body[3]]
     compiled = message.response if flags & catalog.FLAG_RESPONSE else message.request
     out["fields"] = jsonable(compiled.unpack(body, catalog.HEADER_LEN, end))
@@ -78,15 +80,23 @@ def good(case, key):
 
 def stream(case):
     wire = unhex(case["wire"])
-    whole, _ = feed_all(Decoder(), wire, len(wire))
+    whole, bodies = feed_all(Decoder(), wire, len(wire))
     bytewise, _ = feed_all(Decoder(), wire, 1)
     sevens, _ = feed_all(Decoder(), wire, 7)
-    return {"name": case["name"], "whole": whole, "bytewise": bytewise, "sevens": sevens}
+    return {
+        "name": case["name"],
+        "whole": whole,
+        "bytewise": bytewise,
+        "sevens": sevens,
+        "bodies": [binascii.hexlify(b).decode() for b in bodies],
+    }
 
 
 def request(case, key):
     state = case["tap_state"]
-    g = guard_mod.Guard(MESSAGES, unhex(state["unique_id"]), state["address"], Hmac(key), state["epoch"], state["counter"])
+    g = guard_mod.Guard(
+        MESSAGES, unhex(state["unique_id"]), state["address"], Hmac(key), state["epoch"], state["counter"]
+    )
     body = bytearray(unhex(case["body"]))
     verdict = g.admit(body, len(body))
     if verdict == guard_mod.ADMIT:
