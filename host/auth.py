@@ -23,13 +23,13 @@ def wrap_key(old_key: bytes, new_key: bytes, counter: int) -> tuple[bytes, bytes
     _check_key(old_key)
     _check_key(new_key)
     pad = _wrap_pad(old_key, counter)
-    wrapped = bytes(a ^ b for a, b in zip(new_key, pad))
+    wrapped = bytes(a ^ b for a, b in zip(new_key, pad, strict=True))
     return wrapped, key_check(new_key)
 
 
 def unwrap_key(old_key: bytes, wrapped: bytes, counter: int) -> bytes:
     pad = _wrap_pad(old_key, counter)
-    return bytes(a ^ b for a, b in zip(wrapped, pad))
+    return bytes(a ^ b for a, b in zip(wrapped, pad, strict=True))
 
 
 def key_check(key: bytes) -> bytes:

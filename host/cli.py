@@ -49,23 +49,44 @@ def demo(as_json: bool) -> None:
     """Show protocol v1 at work: a poll, a signed switch, a corrupted frame."""
     tap, epoch = 17, 3
     poll = messages.request(tap, "TELEMETRY", 1)
-    answer = messages.response(poll, tap, "TELEMETRY", {
-        "uptime_s": 3600, "active_input": 1, "relays_closed": 1, "protection": catalog.PROT_NORMAL, "alarms": 0,
-        "temperature_dC": 385, "current_mA": 18_250, "power_W": 4_020, "apparent_VA": 4_198,
-        "power_factor_milli": 958, "transfers": 0, "trips": 0, "frames_bad": 0, "n_inputs": 2,
-        "inputs": [
-            {"voltage_mV": 230_400, "frequency_cHz": 5000, "thd_dpct": 22, "phase_cdeg": 0, "state": 3},
-            {"voltage_mV": 229_800, "frequency_cHz": 4999, "thd_dpct": 31, "phase_cdeg": -12_000, "state": 3},
-        ]})
-    switch = messages.request(tap, "SWITCH", 2, {"expected_input": 1, "target_input": 2},
-                              key=DEMO_KEY, epoch=epoch, counter=1)
+    answer = messages.response(
+        poll,
+        tap,
+        "TELEMETRY",
+        {
+            "uptime_s": 3600,
+            "active_input": 1,
+            "relays_closed": 1,
+            "protection": catalog.PROT_NORMAL,
+            "alarms": 0,
+            "temperature_dC": 385,
+            "current_mA": 18_250,
+            "power_W": 4_020,
+            "apparent_VA": 4_198,
+            "power_factor_milli": 958,
+            "transfers": 0,
+            "trips": 0,
+            "frames_bad": 0,
+            "n_inputs": 2,
+            "inputs": [
+                {"voltage_mV": 230_400, "frequency_cHz": 5000, "thd_dpct": 22, "phase_cdeg": 0, "state": 3},
+                {"voltage_mV": 229_800, "frequency_cHz": 4999, "thd_dpct": 31, "phase_cdeg": -12_000, "state": 3},
+            ],
+        },
+    )
+    switch = messages.request(
+        tap, "SWITCH", 2, {"expected_input": 1, "target_input": 2}, key=DEMO_KEY, epoch=epoch, counter=1
+    )
     ack = messages.response(switch, tap, "ACK", {"request_type": catalog.T_SWITCH}, key=DEMO_KEY)
     corrupted = bytearray(framing.encode_frame(answer.to_body()))
     corrupted[10] ^= 0x04
     steps = [
         ("host polls tap 17", framing.encode_frame(poll.to_body())),
         ("tap 17 answers", framing.encode_frame(answer.to_body())),
-        ("host moves the rack to input 2 (signed, compare-and-swap on input 1)", framing.encode_frame(switch.to_body())),
+        (
+            "host moves the rack to input 2 (signed, compare-and-swap on input 1)",
+            framing.encode_frame(switch.to_body()),
+        ),
         ("tap 17 acknowledges (signed)", framing.encode_frame(ack.to_body())),
         ("the answer again with one bit flipped on the line", bytes(corrupted)),
     ]
@@ -106,8 +127,9 @@ def frame_decode(wire_hex: str, key_hex: str | None, as_json: bool) -> None:
 @click.option("--key", "key_hex", help="The tap's key (hex), for commands that move state.")
 @click.option("--epoch", type=click.IntRange(0, 0xFFFFFFFF), default=0, show_default=True)
 @click.option("--counter", type=click.IntRange(0, 0xFFFFFFFF), default=0, show_default=True)
-def frame_encode(message: str, assignments: tuple[str, ...], dst: int, seq: int, key_hex: str | None,
-                 epoch: int, counter: int) -> None:
+def frame_encode(
+    message: str, assignments: tuple[str, ...], dst: int, seq: int, key_hex: str | None, epoch: int, counter: int
+) -> None:
     """Encode a request MESSAGE with FIELD=VALUE assignments; print its wire bytes."""
     fields = inspect_frames.parse_assignments(message, assignments, response=False)
     key = _hex_arg(key_hex, "--key") if key_hex else None

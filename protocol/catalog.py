@@ -3,7 +3,7 @@
 # Loaded by both sides: the host (CPython) and the tap firmware (MicroPython,
 # compiled by mpy-cross). So: plain tuples, ints and short strings only; no typing,
 # no dataclasses, no imports. SPEC.md explains every rule; its message tables are
-# generated from this file (python -m protocol.spec_tables) and a test keeps them equal.
+# generated from this file (python -m protocol.tools.spec_tables) and a test keeps them equal.
 
 # -- versioning -----------------------------------------------------------------
 VERSION = 1  # header byte 0; a receiver refuses any other value
@@ -63,8 +63,27 @@ CURVE_STANDARD_INVERSE = 1
 CURVE_VERY_INVERSE = 2
 CURVE_EXTREMELY_INVERSE = 3
 
+ALARM_HOST_LOST = 0x0001  # no valid heartbeat or request for longer than the host timeout
+ALARM_OVERTEMPERATURE = 0x0002
+ALARM_RELAY_MISMATCH = 0x0004  # contact feedback disagrees with the commanded state
+ALARM_AUTH_FAILURES = 0x0008  # bad tags seen since the last STATUS read
+ALARM_NO_HEALTHY_ALTERNATE = 0x0010
+ALARM_UNCALIBRATED = 0x0020  # running on calibration defaults
+ALARM_BUS_A_SILENT = 0x0040
+ALARM_BUS_B_SILENT = 0x0080
+
+HOST_TIMEOUT_S = 10  # default: HOST_LOST after this long without the host
+
 INPUT_PRESENT = 0x01
 INPUT_HEALTHY = 0x02  # within the voltage, frequency and THD limits
+
+CAPTURE_ARMED = 0
+CAPTURE_READY = 1
+TRIGGER_NOW = 0
+TRIGGER_NEXT_EVENT = 1
+CHANNEL_INPUT_VOLTAGE = 0
+CHANNEL_OUTPUT_CURRENT = 1
+RESET_FIRMWARE = 0  # restart the MCU, relays held
 
 EV_BOOT = 1
 EV_SOURCE_LOST = 2

@@ -27,7 +27,7 @@ class Compiled:
 
     def __init__(self, fields):
         fmt = "<"
-        names = []
+        names = []  # type: list[str]
         codes = []
         self.group = None  # (name, count index in fixed part, Compiled of the element)
         self.tail = None  # name of the trailing bytes field
@@ -90,7 +90,7 @@ class Compiled:
                 raise LayoutError("missing field %s" % name)
             args.append(check_value(name, self.codes[i], values[name]))
         if self.group is not None:
-            name, count_index, element = self.group
+            name, count_index, _ = self.group
             if len(values[name]) != args[count_index]:
                 raise LayoutError("%s has %d items, count says %d" % (name, len(values[name]), args[count_index]))
         if offset + self.packed_size(values) > len(buf):

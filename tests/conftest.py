@@ -35,10 +35,16 @@ def micropython(mpy_tree: Path) -> RunMicroPython:
         env = dict(os.environ, MICROPYPATH=str(mpy_tree))
         result = subprocess.run(
             [command, "-X", f"heapsize={heap}", str(MP_SCRIPTS / script), *args],
-            capture_output=True, text=True, env=env, timeout=timeout, check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
         )
         if result.returncode != 0:
-            raise AssertionError(f"micropython {script} failed ({result.returncode}):\n{result.stderr}{result.stdout[-2000:]}")
+            raise AssertionError(
+                f"micropython {script} failed ({result.returncode}):\n{result.stderr}{result.stdout[-2000:]}"
+            )
         return result.stdout
 
     return run

@@ -29,8 +29,12 @@ def _good(name: str, frame: messages.Frame) -> dict[str, Any]:
         "message": frame.name,
         "header": {"dst": frame.dst, "src": frame.src, "type": frame.type, "flags": frame.flags, "seq": frame.seq},
         "fields": jsonable(frame.fields()),
-        "auth": None if frame.auth is None else {
-            "epoch": frame.auth.epoch, "counter": frame.auth.counter, "tag": frame.auth.tag.hex(),
+        "auth": None
+        if frame.auth is None
+        else {
+            "epoch": frame.auth.epoch,
+            "counter": frame.auth.counter,
+            "tag": frame.auth.tag.hex(),
         },
         "body": body.hex(),
         "wire": framing.encode_frame(body).hex(),
@@ -39,25 +43,45 @@ def _good(name: str, frame: messages.Frame) -> dict[str, Any]:
 
 def _inputs(n: int) -> list[dict[str, int]]:
     return [
-        {"voltage_mV": 230_100 - 700 * i, "frequency_cHz": 5000 + i, "thd_dpct": 21 + i,
-         "phase_cdeg": (18_000 - 12_000 * i) % 36_000 - 18_000, "state": catalog.INPUT_PRESENT | catalog.INPUT_HEALTHY}
+        {
+            "voltage_mV": 230_100 - 700 * i,
+            "frequency_cHz": 5000 + i,
+            "thd_dpct": 21 + i,
+            "phase_cdeg": (18_000 - 12_000 * i) % 36_000 - 18_000,
+            "state": catalog.INPUT_PRESENT | catalog.INPUT_HEALTHY,
+        }
         for i in range(n)
     ]
 
 
 def _telemetry(n_inputs: int) -> dict[str, Any]:
     return {
-        "uptime_s": 86_400 * 3 + 17, "active_input": 1 if n_inputs else 0, "relays_closed": 1 if n_inputs else 0,
-        "protection": catalog.PROT_NORMAL, "alarms": 0, "temperature_dC": 412,
-        "current_mA": 21_350, "power_W": 4_702, "apparent_VA": 4_912, "power_factor_milli": 957,
-        "transfers": 3, "trips": 0, "frames_bad": 12, "n_inputs": n_inputs, "inputs": _inputs(n_inputs),
+        "uptime_s": 86_400 * 3 + 17,
+        "active_input": 1 if n_inputs else 0,
+        "relays_closed": 1 if n_inputs else 0,
+        "protection": catalog.PROT_NORMAL,
+        "alarms": 0,
+        "temperature_dC": 412,
+        "current_mA": 21_350,
+        "power_W": 4_702,
+        "apparent_VA": 4_912,
+        "power_factor_milli": 957,
+        "transfers": 3,
+        "trips": 0,
+        "frames_bad": 12,
+        "n_inputs": n_inputs,
+        "inputs": _inputs(n_inputs),
     }
 
 
 def _capture_info() -> dict[str, Any]:
     return {
-        "capture_id": 9, "state": 1, "sample_rate_hz": 4000, "samples_per_channel": 400,
-        "total_bytes": 4000, "n_channels": 5,
+        "capture_id": 9,
+        "state": 1,
+        "sample_rate_hz": 4000,
+        "samples_per_channel": 400,
+        "total_bytes": 4000,
+        "n_channels": 5,
         "channels": [{"kind": 0, "index": i, "scale_nu": 38_147} for i in range(4)]
         + [{"kind": 1, "index": 0, "scale_nu": 1_907}],
     }
@@ -74,18 +98,54 @@ def good_vectors() -> list[dict[str, Any]]:
 
     ident = req(TAP, "IDENTIFY", 1)
     out.append(("identify request", ident))
-    out.append(("identify response", resp(ident, TAP, "IDENTIFY", {
-        "unique_id": UNIQUE_ID, "board": b"rp2040-m04", "firmware_major": 0, "firmware_minor": 1,
-        "firmware_patch": 0, "protocol_major": 1, "protocol_minor": 0, "role": catalog.ROLE_RACK_TAP,
-        "n_inputs": 4, "address": TAP, "epoch": EPOCH, "auth_counter": 41, "config_crc": 0x9A3C_0F11})))
-    disc = req(catalog.ADDR_BROADCAST, "DISCOVER", 2, {
-        "uid_low": bytes(8), "uid_high": b"\xff" * 8, "slots": 16, "slot_ms": 20, "salt": 0x5A, "scope": 0})
+    out.append(
+        (
+            "identify response",
+            resp(
+                ident,
+                TAP,
+                "IDENTIFY",
+                {
+                    "unique_id": UNIQUE_ID,
+                    "board": b"rp2040-m04",
+                    "firmware_major": 0,
+                    "firmware_minor": 1,
+                    "firmware_patch": 0,
+                    "protocol_major": 1,
+                    "protocol_minor": 0,
+                    "role": catalog.ROLE_RACK_TAP,
+                    "n_inputs": 4,
+                    "address": TAP,
+                    "epoch": EPOCH,
+                    "auth_counter": 41,
+                    "config_crc": 0x9A3C_0F11,
+                },
+            ),
+        )
+    )
+    disc = req(
+        catalog.ADDR_BROADCAST,
+        "DISCOVER",
+        2,
+        {"uid_low": bytes(8), "uid_high": b"\xff" * 8, "slots": 16, "slot_ms": 20, "salt": 0x5A, "scope": 0},
+    )
     out.append(("discover request, whole id range (zero runs in payload)", disc))
-    out.append(("discover answer from an unassigned tap", resp(disc, catalog.ADDR_UNASSIGNED, "DISCOVER", {
-        "unique_id": UNIQUE_ID, "board": b"sim", "role": 0, "n_inputs": 2, "slot": 11})))
+    out.append(
+        (
+            "discover answer from an unassigned tap",
+            resp(
+                disc,
+                catalog.ADDR_UNASSIGNED,
+                "DISCOVER",
+                {"unique_id": UNIQUE_ID, "board": b"sim", "role": 0, "n_inputs": 2, "slot": 11},
+            ),
+        )
+    )
     assign = _signed("ASSIGN_ADDRESS", {"unique_id": UNIQUE_ID, "address": TAP}, 3, 42, dst=catalog.ADDR_BROADCAST)
     out.append(("assign address by unique id, broadcast and signed", assign))
-    out.append(("ack of assign address, signed", resp(assign, TAP, "ACK", {"request_type": catalog.T_ASSIGN_ADDRESS}, key=KEY)))
+    out.append(
+        ("ack of assign address, signed", resp(assign, TAP, "ACK", {"request_type": catalog.T_ASSIGN_ADDRESS}, key=KEY))
+    )
 
     tel = req(TAP, "TELEMETRY", 4)
     out.append(("telemetry request", tel))
@@ -93,40 +153,123 @@ def good_vectors() -> list[dict[str, Any]]:
         out.append((f"telemetry response, {n} inputs", resp(tel, TAP, "TELEMETRY", _telemetry(n))))
     stat = req(TAP, "STATUS", 5)
     out.append(("status request", stat))
-    out.append(("status response", resp(stat, TAP, "STATUS", {
-        "active_input": 2, "relays_closed": 2, "protection": catalog.PROT_PICKUP, "alarms": 0x0004,
-        "epoch": EPOCH, "auth_counter": 42, "event_head": 1234, "config_crc": 0x0102_0304,
-        "alternates_for": 2, "alternate_1": 1, "alternate_2": 3, "alternate_3": 0, "host_silent_s": 2})))
+    out.append(
+        (
+            "status response",
+            resp(
+                stat,
+                TAP,
+                "STATUS",
+                {
+                    "active_input": 2,
+                    "relays_closed": 2,
+                    "protection": catalog.PROT_PICKUP,
+                    "alarms": 0x0004,
+                    "epoch": EPOCH,
+                    "auth_counter": 42,
+                    "event_head": 1234,
+                    "config_crc": 0x0102_0304,
+                    "alternates_for": 2,
+                    "alternate_1": 1,
+                    "alternate_2": 3,
+                    "alternate_3": 0,
+                    "host_silent_s": 2,
+                },
+            ),
+        )
+    )
 
     switch = _signed("SWITCH", {"expected_input": 1, "target_input": 2}, 6, 43)
     out.append(("switch source, compare-and-swap, signed", switch))
     out.append(("ack of switch, signed", resp(switch, TAP, "ACK", {"request_type": catalog.T_SWITCH}, key=KEY)))
-    out.append(("ack of switch replayed from the duplicate cache", resp(
-        switch, TAP, "ACK", {"request_type": catalog.T_SWITCH}, key=KEY, cached=True)))
-    out.append(("nak of switch: compare-and-swap mismatch, signed", resp(switch, TAP, "NAK", {
-        "request_type": catalog.T_SWITCH, "error": catalog.E_CAS_MISMATCH, "detail": 3}, key=KEY)))
+    out.append(
+        (
+            "ack of switch replayed from the duplicate cache",
+            resp(switch, TAP, "ACK", {"request_type": catalog.T_SWITCH}, key=KEY, cached=True),
+        )
+    )
+    out.append(
+        (
+            "nak of switch: compare-and-swap mismatch, signed",
+            resp(
+                switch,
+                TAP,
+                "NAK",
+                {"request_type": catalog.T_SWITCH, "error": catalog.E_CAS_MISMATCH, "detail": 3},
+                key=KEY,
+            ),
+        )
+    )
     out.append(("switch to open the output", _signed("SWITCH", {"expected_input": 2, "target_input": 0}, 7, 44)))
-    out.append(("set ranked alternates", _signed("SET_ALTERNATES", {
-        "for_input": 1, "alternate_1": 3, "alternate_2": 2, "alternate_3": 0}, 8, 45)))
-    out.append(("set protection limits", _signed("SET_LIMITS", {
-        "curve": catalog.CURVE_VERY_INVERSE, "pickup_mA": 32_000, "tms_milli": 100, "instantaneous_mA": 320_000,
-        "undervoltage_mV": 195_500, "overvoltage_mV": 264_500, "frequency_low_cHz": 4750,
-        "frequency_high_cHz": 5250, "thd_max_dpct": 80}, 9, 46)))
-    out.append(("set key, wrapped under the old key", _signed("SET_KEY", {
-        "wrapped_key": bytes(range(100, 132)), "key_check": bytes.fromhex("0badcafe")}, 10, 47)))
-    out.append(("raise controller epoch", messages.request(
-        TAP, "RAISE_EPOCH", 11, {"new_epoch": EPOCH + 1}, key=KEY, epoch=EPOCH + 1, counter=48)))
+    out.append(
+        (
+            "set ranked alternates",
+            _signed("SET_ALTERNATES", {"for_input": 1, "alternate_1": 3, "alternate_2": 2, "alternate_3": 0}, 8, 45),
+        )
+    )
+    out.append(
+        (
+            "set protection limits",
+            _signed(
+                "SET_LIMITS",
+                {
+                    "curve": catalog.CURVE_VERY_INVERSE,
+                    "pickup_mA": 32_000,
+                    "tms_milli": 100,
+                    "instantaneous_mA": 320_000,
+                    "undervoltage_mV": 195_500,
+                    "overvoltage_mV": 264_500,
+                    "frequency_low_cHz": 4750,
+                    "frequency_high_cHz": 5250,
+                    "thd_max_dpct": 80,
+                },
+                9,
+                46,
+            ),
+        )
+    )
+    out.append(
+        (
+            "set key, wrapped under the old key",
+            _signed("SET_KEY", {"wrapped_key": bytes(range(100, 132)), "key_check": bytes.fromhex("0badcafe")}, 10, 47),
+        )
+    )
+    out.append(
+        (
+            "raise controller epoch",
+            messages.request(TAP, "RAISE_EPOCH", 11, {"new_epoch": EPOCH + 1}, key=KEY, epoch=EPOCH + 1, counter=48),
+        )
+    )
     out.append(("reset, relays held", _signed("RESET", {"mode": 0}, 12, 49)))
 
     events = req(TAP, "READ_EVENTS", 13, {"since": 1200, "max_count": 16})
     out.append(("read events request", events))
-    out.append(("read events response, three events", resp(events, TAP, "READ_EVENTS", {
-        "first": 1200, "head": 1203, "n_events": 3, "events": [
-            {"time_ms": 10_000, "code": catalog.EV_SOURCE_LOST, "input": 1, "value": 0},
-            {"time_ms": 10_004, "code": catalog.EV_TRANSFER, "input": 2, "value": 4},
-            {"time_ms": 10_500, "code": catalog.EV_COMMAND, "input": 0, "value": -1}]})))
-    out.append(("read events response, none new", resp(events, TAP, "READ_EVENTS", {
-        "first": 1203, "head": 1203, "n_events": 0, "events": []})))
+    out.append(
+        (
+            "read events response, three events",
+            resp(
+                events,
+                TAP,
+                "READ_EVENTS",
+                {
+                    "first": 1200,
+                    "head": 1203,
+                    "n_events": 3,
+                    "events": [
+                        {"time_ms": 10_000, "code": catalog.EV_SOURCE_LOST, "input": 1, "value": 0},
+                        {"time_ms": 10_004, "code": catalog.EV_TRANSFER, "input": 2, "value": 4},
+                        {"time_ms": 10_500, "code": catalog.EV_COMMAND, "input": 0, "value": -1},
+                    ],
+                },
+            ),
+        )
+    )
+    out.append(
+        (
+            "read events response, none new",
+            resp(events, TAP, "READ_EVENTS", {"first": 1203, "head": 1203, "n_events": 0, "events": []}),
+        )
+    )
 
     cap = req(TAP, "CAPTURE_START", 14, {"capture_id": 9, "trigger": 0, "cycles": 10})
     out.append(("capture start request", cap))
@@ -139,26 +282,60 @@ def good_vectors() -> list[dict[str, Any]]:
     chunks = {
         "capture chunk, a run of 254 non-zero bytes": bytes((i % 255) + 1 for i in range(254)),
         "capture chunk, a run of 253 non-zero bytes then a zero": bytes((i % 255) + 1 for i in range(253)) + b"\0",
-        "capture chunk, 255 non-zero bytes (a block of 254 and one more)": bytes(((i * 7) % 255) + 1 for i in range(255)),
+        "capture chunk, 255 non-zero bytes (a block of 254 and one more)": bytes(
+            ((i * 7) % 255) + 1 for i in range(255)
+        ),
         "capture chunk, all zero bytes": bytes(240),
         "capture chunk, largest body": bytes(((i * 3) % 256) for i in range(catalog.MAX_BODY - 7 - 10)),
     }
     for name, data in chunks.items():
-        out.append((name, resp(read, TAP, "CAPTURE_READ", {
-            "capture_id": 9, "offset": 0x01000000, "total_bytes": 4000, "data": data})))
+        out.append(
+            (
+                name,
+                resp(
+                    read,
+                    TAP,
+                    "CAPTURE_READ",
+                    {"capture_id": 9, "offset": 0x01000000, "total_bytes": 4000, "data": data},
+                ),
+            )
+        )
 
     health = req(TAP, "HEALTH", 17)
     out.append(("health request", health))
-    out.append(("health response from a source monitor", resp(health, TAP, "HEALTH", {
-        "temperature_dC": -55, "vibration_rms_mg": 182, "vibration_kurtosis_milli": 3120,
-        "vibration_crest_milli": 4100, "ripple_dpct": 9, "thd_dpct": 31, "sensors_ok": 0x0F, "age_ms": 250})))
+    out.append(
+        (
+            "health response from a source monitor",
+            resp(
+                health,
+                TAP,
+                "HEALTH",
+                {
+                    "temperature_dC": -55,
+                    "vibration_rms_mg": 182,
+                    "vibration_kurtosis_milli": 3120,
+                    "vibration_crest_milli": 4100,
+                    "ripple_dpct": 9,
+                    "thd_dpct": 31,
+                    "sensors_ok": 0x0F,
+                    "age_ms": 250,
+                },
+            ),
+        )
+    )
     beat = req(TAP, "HEARTBEAT", 0xFFFF, {"epoch": EPOCH})
     out.append(("heartbeat, unicast, last sequence number", beat))
     out.append(("heartbeat response", resp(beat, TAP, "HEARTBEAT", {"epoch": EPOCH, "uptime_s": 3, "alarms": 0})))
-    out.append(("heartbeat, broadcast, sequence number zero", req(catalog.ADDR_BROADCAST, "HEARTBEAT", 0, {"epoch": EPOCH})))
+    out.append(
+        ("heartbeat, broadcast, sequence number zero", req(catalog.ADDR_BROADCAST, "HEARTBEAT", 0, {"epoch": EPOCH}))
+    )
     out.append(("identify of the highest tap address", req(catalog.ADDR_TAP_MAX, "IDENTIFY", 0x0100)))
-    out.append(("nak: unknown type", resp(ident, TAP, "NAK", {
-        "request_type": 0x7E, "error": catalog.E_UNKNOWN_TYPE, "detail": 0x7E})))
+    out.append(
+        (
+            "nak: unknown type",
+            resp(ident, TAP, "NAK", {"request_type": 0x7E, "error": catalog.E_UNKNOWN_TYPE, "detail": 0x7E}),
+        )
+    )
     return [_good(name, frame) for name, frame in out]
 
 
@@ -186,13 +363,19 @@ def stream_vectors() -> list[dict[str, Any]]:
         ("cobs block runs past the delimiter", b"\x05\x01\x02\x00", ["bad_cobs"]),
         ("garbage, then a good frame", b"\x41\x42\x43\x00" + good, ["bad_cobs", "good"]),
         ("frame cut short by a new delimiter, then a good frame", good[:6] + b"\x00" + good, ["bad_cobs", "good"]),
-        ("too short: three bytes with a right crc",
-         cobs.encode(b"\x01\x02\x03" + framing.crc32(b"\x01\x02\x03").to_bytes(4, "little")) + b"\x00", ["too_short"]),
+        (
+            "too short: three bytes with a right crc",
+            cobs.encode(b"\x01\x02\x03" + framing.crc32(b"\x01\x02\x03").to_bytes(4, "little")) + b"\x00",
+            ["too_short"],
+        ),
         ("single code byte", b"\x01\x00", ["too_short"]),
         ("oversize: 400 non-zero bytes", b"\x7f" * 400 + b"\x00", ["oversize"]),
         ("oversize, then a good frame", b"\x33" * 1000 + b"\x00" + good, ["oversize", "good"]),
-        ("oversize decoded: a zero-rich 330 byte frame",
-         cobs.encode(bytes(326) + framing.crc32(bytes(326)).to_bytes(4, "little")) + b"\x00", ["oversize"]),
+        (
+            "oversize decoded: a zero-rich 330 byte frame",
+            cobs.encode(bytes(326) + framing.crc32(bytes(326)).to_bytes(4, "little")) + b"\x00",
+            ["oversize"],
+        ),
         ("noise between frames", good + b"\xff\xfe\x00" + good2, ["good", "bad_cobs", "good"]),
     ]
     return [{"name": n, "wire": w.hex(), "outcomes": o} for n, w, o in streams]
@@ -214,8 +397,9 @@ def request_vectors() -> list[dict[str, Any]]:
     switch = {"expected_input": 1, "target_input": 2}
     wrong_key = bytes(32)
 
-    def signed(name: str, fields: dict[str, Any], counter: int = 51, epoch: int = EPOCH, key: bytes = KEY,
-               dst: int = TAP) -> bytes:
+    def signed(
+        name: str, fields: dict[str, Any], counter: int = 51, epoch: int = EPOCH, key: bytes = KEY, dst: int = TAP
+    ) -> bytes:
         return messages.request(dst, name, 20, fields, key=key, epoch=epoch, counter=counter).to_body()
 
     good_switch = bytearray(signed("SWITCH", switch))
@@ -223,40 +407,107 @@ def request_vectors() -> list[dict[str, Any]]:
     tampered[8] = 3  # target input changed after signing
     cases: list[tuple[str, bytes, str, str, bool | None]] = [
         ("signed switch, fresh counter", bytes(good_switch), "admit", "ok", True),
-        ("signed switch, counter equal to the last accepted", signed("SWITCH", switch, counter=50), "REPLAY", "ok", True),
+        (
+            "signed switch, counter equal to the last accepted",
+            signed("SWITCH", switch, counter=50),
+            "REPLAY",
+            "ok",
+            True,
+        ),
         ("signed switch, older counter", signed("SWITCH", switch, counter=7), "REPLAY", "ok", True),
         ("switch without a tag", _body(TAP, catalog.T_SWITCH, 0, 20, b"\x01\x02"), "AUTH_REQUIRED", "ok", None),
         ("switch signed with the wrong key", signed("SWITCH", switch, key=wrong_key), "BAD_TAG", "ok", False),
         ("switch altered after signing", bytes(tampered), "BAD_TAG", "ok", False),
         ("switch from a stale epoch", signed("SWITCH", switch, epoch=EPOCH - 1), "STALE_EPOCH", "ok", True),
-        ("switch from an epoch never raised", signed("SWITCH", switch, epoch=EPOCH + 1), "EPOCH_NOT_RAISED", "ok", True),
-        ("raise epoch to a higher value", messages.request(TAP, "RAISE_EPOCH", 21, {"new_epoch": EPOCH + 1}, key=KEY,
-                                                           epoch=EPOCH + 1, counter=51).to_body(), "admit", "ok", True),
-        ("raise epoch to the same value", messages.request(TAP, "RAISE_EPOCH", 21, {"new_epoch": EPOCH}, key=KEY,
-                                                           epoch=EPOCH, counter=51).to_body(), "STALE_EPOCH", "ok", True),
-        ("signed switch missing a payload byte", messages.sign(messages.Frame(TAP, 0, catalog.T_SWITCH, 20, b"\x01"),
-                                                              KEY, EPOCH, 51).to_body(), "BAD_LENGTH", "BAD_LENGTH", True),
-        ("telemetry request with an extra byte", _body(TAP, catalog.T_TELEMETRY, 0, 20, b"\x00"), "BAD_LENGTH",
-         "BAD_LENGTH", None),
+        (
+            "switch from an epoch never raised",
+            signed("SWITCH", switch, epoch=EPOCH + 1),
+            "EPOCH_NOT_RAISED",
+            "ok",
+            True,
+        ),
+        (
+            "raise epoch to a higher value",
+            messages.request(
+                TAP, "RAISE_EPOCH", 21, {"new_epoch": EPOCH + 1}, key=KEY, epoch=EPOCH + 1, counter=51
+            ).to_body(),
+            "admit",
+            "ok",
+            True,
+        ),
+        (
+            "raise epoch to the same value",
+            messages.request(TAP, "RAISE_EPOCH", 21, {"new_epoch": EPOCH}, key=KEY, epoch=EPOCH, counter=51).to_body(),
+            "STALE_EPOCH",
+            "ok",
+            True,
+        ),
+        (
+            "signed switch missing a payload byte",
+            messages.sign(messages.Frame(TAP, 0, catalog.T_SWITCH, 20, b"\x01"), KEY, EPOCH, 51).to_body(),
+            "BAD_LENGTH",
+            "BAD_LENGTH",
+            True,
+        ),
+        (
+            "telemetry request with an extra byte",
+            _body(TAP, catalog.T_TELEMETRY, 0, 20, b"\x00"),
+            "BAD_LENGTH",
+            "BAD_LENGTH",
+            None,
+        ),
         ("protocol version 2", _body(TAP, catalog.T_TELEMETRY, 0, 20, version=2), "BAD_VERSION", "BAD_VERSION", None),
         ("reserved flag bit", _body(TAP, catalog.T_TELEMETRY, 0x80, 20), "BAD_HEADER", "BAD_HEADER", None),
         ("unknown message type", _body(TAP, 0x7E, 0, 20), "UNKNOWN_TYPE", "UNKNOWN_TYPE", None),
         ("telemetry for another tap", _body(TAP + 1, catalog.T_TELEMETRY, 0, 20), "ignore", "ok", None),
-        ("a response on the bus", _body(TAP, catalog.T_TELEMETRY, catalog.FLAG_RESPONSE, 20), "ignore", "BAD_LENGTH",
-         None),
-        ("switch broadcast", messages.sign(messages.Frame(catalog.ADDR_BROADCAST, 0, catalog.T_SWITCH, 20, b"\x01\x02"),
-                                            KEY, EPOCH, 51).to_body(), "ignore", "ok", True),
-        ("discover sent unicast", _body(TAP, catalog.T_DISCOVER, 0, 20, bytes(8) + b"\xff" * 8 + b"\x10\x14\x00\x00"),
-         "BAD_ADDRESSING", "ok", None),
-        ("assign address naming another unique id", signed("ASSIGN_ADDRESS", {"unique_id": b"\x01" * 8, "address": 9},
-                                                          dst=catalog.ADDR_BROADCAST), "ignore", "ok", True),
-        ("assign address naming this tap", signed("ASSIGN_ADDRESS", {"unique_id": UNIQUE_ID, "address": 9},
-                                                  dst=catalog.ADDR_BROADCAST), "admit", "ok", True),
-        ("heartbeat broadcast", _body(catalog.ADDR_BROADCAST, catalog.T_HEARTBEAT, 0, 20, EPOCH.to_bytes(4, "little")),
-         "admit", "ok", None),
+        (
+            "a response on the bus",
+            _body(TAP, catalog.T_TELEMETRY, catalog.FLAG_RESPONSE, 20),
+            "ignore",
+            "BAD_LENGTH",
+            None,
+        ),
+        (
+            "switch broadcast",
+            messages.sign(
+                messages.Frame(catalog.ADDR_BROADCAST, 0, catalog.T_SWITCH, 20, b"\x01\x02"), KEY, EPOCH, 51
+            ).to_body(),
+            "ignore",
+            "ok",
+            True,
+        ),
+        (
+            "discover sent unicast",
+            _body(TAP, catalog.T_DISCOVER, 0, 20, bytes(8) + b"\xff" * 8 + b"\x10\x14\x00\x00"),
+            "BAD_ADDRESSING",
+            "ok",
+            None,
+        ),
+        (
+            "assign address naming another unique id",
+            signed("ASSIGN_ADDRESS", {"unique_id": b"\x01" * 8, "address": 9}, dst=catalog.ADDR_BROADCAST),
+            "ignore",
+            "ok",
+            True,
+        ),
+        (
+            "assign address naming this tap",
+            signed("ASSIGN_ADDRESS", {"unique_id": UNIQUE_ID, "address": 9}, dst=catalog.ADDR_BROADCAST),
+            "admit",
+            "ok",
+            True,
+        ),
+        (
+            "heartbeat broadcast",
+            _body(catalog.ADDR_BROADCAST, catalog.T_HEARTBEAT, 0, 20, EPOCH.to_bytes(4, "little")),
+            "admit",
+            "ok",
+            None,
+        ),
     ]
-    return [{"name": n, "tap_state": state, "body": b.hex(), "tap": t, "host": h, "tag_valid": v}
-            for n, b, t, h, v in cases]
+    return [
+        {"name": n, "tap_state": state, "body": b.hex(), "tap": t, "host": h, "tag_valid": v} for n, b, t, h, v in cases
+    ]
 
 
 def build() -> dict[str, Any]:

@@ -43,7 +43,9 @@ def test_host_codec_on_good_vectors(vector: dict) -> None:
     frame = messages.parse_body(body)
     assert frame.to_body() == body
     assert jsonable(frame.fields()) == vector["fields"]
-    assert {"dst": frame.dst, "src": frame.src, "type": frame.type, "flags": frame.flags, "seq": frame.seq} == vector["header"]
+    assert {"dst": frame.dst, "src": frame.src, "type": frame.type, "flags": frame.flags, "seq": frame.seq} == vector[
+        "header"
+    ]
     if vector["auth"] is not None:
         assert messages.verify(frame, KEY)
         assert frame.auth is not None and frame.auth.tag.hex() == vector["auth"]["tag"]
@@ -57,7 +59,7 @@ def test_host_stream_decoder_on_streams(vector: dict) -> None:
         outcomes = [
             verdict.value
             for start in range(0, len(wire), chunk)
-            for verdict, _ in decoder.feed_classified(wire[start:start + chunk])
+            for verdict, _ in decoder.feed_classified(wire[start : start + chunk])
         ]
         assert outcomes == vector["outcomes"], f"chunk {chunk}"
 

@@ -1,0 +1,1 @@
+"""CPython-only tools about the protocol; never deployed to a tap."""
