@@ -90,14 +90,13 @@ def demo(as_json: bool) -> None:
         ("tap 17 acknowledges (signed)", framing.encode_frame(ack.to_body())),
         ("the answer again with one bit flipped on the line", bytes(corrupted)),
     ]
-    report = [
-        {"step": title, "wire": wire.hex(), "frames": inspect_frames.describe_wire(wire, DEMO_KEY)}
-        for title, wire in steps
-    ]
+    report: list[dict[str, Any]] = []
     lines = []
-    for step in report:
-        lines.append(f"== {step['step']}\n   wire ({len(step['wire']) // 2} bytes): {step['wire']}")
-        lines += [f"   {_summary(entry)}" for entry in step["frames"]]
+    for title, wire in steps:
+        frames = inspect_frames.describe_wire(wire, DEMO_KEY)
+        report.append({"step": title, "wire": wire.hex(), "frames": frames})
+        lines.append(f"== {title}\n   wire ({len(wire)} bytes): {wire.hex()}")
+        lines += [f"   {_summary(entry)}" for entry in frames]
     _emit(report, as_json, "\n".join(lines))
 
 

@@ -100,10 +100,15 @@ def firmware_sources(root: Path = ROOT) -> list[Path]:
 
 def mypy_command(files: Sequence[Path], typeshed: Path, cache_dir: Path) -> list[str]:
     return [
-        sys.executable, "-m", "mypy",
-        "--custom-typeshed-dir", str(typeshed),
-        "--cache-dir", str(cache_dir),
-        "--config-file", str(typeshed / "mypy.ini"),
+        sys.executable,
+        "-m",
+        "mypy",
+        "--custom-typeshed-dir",
+        str(typeshed),
+        "--cache-dir",
+        str(cache_dir),
+        "--config-file",
+        str(typeshed / "mypy.ini"),
         *MYPY_FLAGS,
         *(str(f) for f in files),
     ]

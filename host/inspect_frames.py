@@ -12,11 +12,15 @@ from protocol import catalog
 def describe_wire(wire: bytes, key: bytes | None = None) -> list[dict[str, Any]]:
     """One entry per delimited frame in `wire`, good or bad, in order."""
     decoder = framing.StreamDecoder()
-    entries = []
+    entries: list[dict[str, Any]] = []
     for verdict, body in decoder.feed_classified(wire + b"\x00"):
-        entries.append(describe_body(body) if body is not None else {"verdict": verdict.value})
-        if body is not None and key is not None and entries[-1].get("auth"):
-            entries[-1]["auth"]["tag_ok"] = messages.verify(messages.parse_body(body), key)
+        if body is None:
+            entries.append({"verdict": verdict.value})
+            continue
+        entry = describe_body(body)
+        if key is not None and "auth" in entry:
+            entry["auth"]["tag_ok"] = messages.verify(messages.parse_body(body), key)
+        entries.append(entry)
     return entries
 
 
@@ -30,7 +34,10 @@ def describe_body(body: bytes) -> dict[str, Any]:
         "verdict": "good",
         "message": frame.name,
         "direction": "response" if frame.is_response else "request",
-        "dst": frame.dst, "src": frame.src, "seq": frame.seq, "flags": frame.flags,
+        "dst": frame.dst,
+        "src": frame.src,
+        "seq": frame.seq,
+        "flags": frame.flags,
         "fields": fields,
     }
     if frame.auth is not None:
@@ -75,7 +82,9 @@ def jsonable(value: Any) -> Any:
 def catalogue() -> list[dict[str, Any]]:
     return [
         {
-            "type": m.type, "name": m.name, "authenticated": m.authenticated,
+            "type": m.type,
+            "name": m.name,
+            "authenticated": m.authenticated,
             "request": None if m.request is None else list(m.request.names),
             "response": None if m.response is None else list(m.response.names),
         }

@@ -8,7 +8,7 @@ import struct
 
 from protocol import catalog
 
-_RANGES = {
+RANGES = {
     "B": (0, 0xFF),
     "b": (-0x80, 0x7F),
     "H": (0, 0xFFFF),
@@ -109,7 +109,7 @@ class Compiled:
 
 def check_value(name, code, value):
     """Return value if it fits code, else raise LayoutError naming the field."""
-    limits = _RANGES.get(code)
+    limits = RANGES.get(code)
     if limits is not None:
         if not isinstance(value, int) or isinstance(value, bool):
             raise LayoutError("%s must be an integer" % name)

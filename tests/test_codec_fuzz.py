@@ -44,7 +44,7 @@ def _mutate(rng: random.Random, wire: bytearray) -> bytearray:
     elif op == 3:
         del wire[i:]
     elif op == 4:
-        wire[i:i] = wire[rng.randrange(len(wire)):][: rng.randint(1, 40)]
+        wire[i:i] = wire[rng.randrange(len(wire)) :][: rng.randint(1, 40)]
     elif op == 5:
         wire[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 400)))
     else:
@@ -80,7 +80,8 @@ def test_host_and_firmware_agree_on_mutated_streams(micropython, tmp_path: Path)
     streams, sent = make_streams(seed=20261126, count=STREAMS_CI)
     path = tmp_path / "streams.jsonl"
     path.write_text(
-        json.dumps({"kind": "key", "key": "00" * 32}) + "\n"
+        json.dumps({"kind": "key", "key": "00" * 32})
+        + "\n"
         + "".join(json.dumps({"kind": "stream", "name": str(i), "wire": s.hex()}) + "\n" for i, s in enumerate(streams))
     )
     results = json_lines(micropython("vector_runner.py", str(path)))
@@ -109,8 +110,11 @@ def test_long_fuzz_soak(micropython, tmp_path: Path) -> None:
     for seed in range(40):
         streams, sent = make_streams(seed=seed, count=STREAMS_CI)
         path = tmp_path / f"streams{seed}.jsonl"
-        path.write_text("".join(json.dumps({"kind": "stream", "name": str(i), "wire": s.hex()}) + "\n"
-                                for i, s in enumerate(streams)))
+        path.write_text(
+            "".join(
+                json.dumps({"kind": "stream", "name": str(i), "wire": s.hex()}) + "\n" for i, s in enumerate(streams)
+            )
+        )
         for stream, result in zip(streams, json_lines(micropython("vector_runner.py", str(path))), strict=True):
             verdicts, bodies = _host_verdicts(stream)
             assert result["whole"] == verdicts

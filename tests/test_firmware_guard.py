@@ -33,10 +33,19 @@ def test_retries_duplicates_epochs_and_replays(micropython, tmp_path: Path) -> N
     replayed_counter = _signed("SWITCH", {"expected_input": 2, "target_input": 1}, seq=21, counter=52)
     raise_epoch = _signed("RAISE_EPOCH", {"new_epoch": 4}, seq=22, counter=53, epoch=4)
     stale = _signed("SWITCH", {"expected_input": 2, "target_input": 1}, seq=23, counter=54, epoch=3)
-    newer = [_signed("SET_ALTERNATES", {"for_input": 2, "alternate_1": 1, "alternate_2": 0, "alternate_3": 0},
-                     seq=30 + i, counter=55 + i, epoch=4) for i in range(4)]
-    forged = messages.request(TAP, "SWITCH", 40, {"expected_input": 2, "target_input": 1},
-                              key=bytes(32), epoch=4, counter=99)
+    newer = [
+        _signed(
+            "SET_ALTERNATES",
+            {"for_input": 2, "alternate_1": 1, "alternate_2": 0, "alternate_3": 0},
+            seq=30 + i,
+            counter=55 + i,
+            epoch=4,
+        )
+        for i in range(4)
+    ]
+    forged = messages.request(
+        TAP, "SWITCH", 40, {"expected_input": 2, "target_input": 1}, key=bytes(32), epoch=4, counter=99
+    )
 
     def beat(epoch: int) -> dict:
         return {"body": messages.request(TAP, "HEARTBEAT", 50, {"epoch": epoch}).to_body().hex(), "heartbeat": epoch}
@@ -48,7 +57,9 @@ def test_retries_duplicates_epochs_and_replays(micropython, tmp_path: Path) -> N
         {"body": replayed_counter.to_body().hex()},
         {"body": raise_epoch.to_body().hex()},
         {"body": stale.to_body().hex()},
-        beat(5), beat(4), beat(3),
+        beat(5),
+        beat(4),
+        beat(3),
         *({"body": f.to_body().hex()} for f in newer),
         {"body": raise_epoch.to_body().hex()},  # its cache entry has been pushed out
         {"body": newer[-1].to_body().hex()},  # the latest one is still cached
@@ -66,7 +77,10 @@ def test_retries_duplicates_epochs_and_replays(micropython, tmp_path: Path) -> N
         ("EPOCH_NOT_RAISED", 4, 53),
         ("admit", 4, 53),
         ("STALE_EPOCH", 4, 53),
-        ("admit", 4, 55), ("admit", 4, 56), ("admit", 4, 57), ("admit", 4, 58),
+        ("admit", 4, 55),
+        ("admit", 4, 56),
+        ("admit", 4, 57),
+        ("admit", 4, 58),
         ("STALE_EPOCH", 4, 58),
         ("cached", 4, 58),
         ("BAD_TAG", 4, 58),

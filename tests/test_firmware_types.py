@@ -10,7 +10,7 @@ import pytest
 
 from host import firmware_types
 
-BAD_MODULE = '''\
+BAD_MODULE = """\
 import machine
 import time
 
@@ -19,7 +19,7 @@ def blink():  # unannotated, like the firmware: its body is checked all the same
     led = machine.Pin(25)
     led.valu(1)
     time.sleep_ms("x")
-'''
+"""
 
 
 @pytest.fixture(scope="module")

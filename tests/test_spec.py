@@ -30,7 +30,5 @@ def test_type_constants_match_the_message_table() -> None:
 def test_size_limits_are_consistent() -> None:
     assert catalog.MAX_DECODED == catalog.MAX_BODY + catalog.CRC_LEN
     assert catalog.AUTH_LEN == 8 + catalog.TAG_LEN
-    largest_fixed = max(
-        c.size for m in messages.MESSAGES.values() for c in (m.request, m.response) if c is not None
-    )
+    largest_fixed = max(c.size for m in messages.MESSAGES.values() for c in (m.request, m.response) if c is not None)
     assert catalog.HEADER_LEN + largest_fixed + catalog.AUTH_LEN <= catalog.MAX_BODY

@@ -58,9 +58,7 @@ def render() -> str:
             how.append("broadcast")
         lines.append(f"#### 0x{msg_type:02X} {name}")
         lines.append("")
-        lines.append(
-            f"Signed: {'yes' if authenticated else 'no'}. Addressing: {', '.join(how) or 'response only'}."
-        )
+        lines.append(f"Signed: {'yes' if authenticated else 'no'}. Addressing: {', '.join(how) or 'response only'}.")
         lines.append("")
         if addressing:
             lines += _table("Request payload", request)
