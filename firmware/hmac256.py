@@ -3,6 +3,8 @@
 
 import hashlib
 
+from protocol import catalog
+
 _BLOCK = 64
 
 
@@ -34,3 +36,20 @@ class Hmac:
         for i in range(tag_len):
             diff |= expected[i] ^ tag[i]
         return diff == 0
+
+
+def unwrap_key(old, wrapped, counter):
+    """The new key of a SET_KEY sent with `counter`, unwrapped with the old key's Hmac
+    (SPEC.md, "Changing a key")."""
+    label = catalog.KEY_WRAP_LABEL
+    message = bytearray(len(label) + 4)
+    message[: len(label)] = label
+    for i in range(4):
+        message[len(label) + i] = (counter >> (8 * i)) & 0xFF
+    pad = old.digest(message)
+    return bytes(wrapped[i] ^ pad[i] for i in range(catalog.KEY_LEN))
+
+
+def key_check(key):
+    """The 4 bytes that prove a key arrived intact."""
+    return Hmac(key).digest(catalog.KEY_CHECK_LABEL)[:4]
