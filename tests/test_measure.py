@@ -5,7 +5,6 @@ percentage points; no allocation per block; no intermediate at or above 2**30.""
 
 from __future__ import annotations
 
-import ast
 import math
 import subprocess
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from host import firmware_build
+from tests import int_guard
 from tests.conftest import BOARD_HEAP, MP_SCRIPTS, json_lines
 from tests.measure_signals import MA_PER_COUNT, MV_PER_COUNT, W_PER_COUNT2, Wave, ac_rms, write_stream
 
@@ -91,50 +91,6 @@ def test_lost_input_reads_zero_and_recovers(micropython, tmp_path: Path) -> None
 
 # -- the 30-bit guard ------------------------------------------------------------------
 
-_GUARD = """
-def _g(x):
-    if isinstance(x, int) and (x > 1073741823 or x < -1073741824):
-        raise OverflowError("intermediate beyond a 32-bit small int: %d" % x)
-    return x
-"""
-
-
-class _CheckEveryResult(ast.NodeTransformer):
-    """Wraps every arithmetic result in _g(): binary, unary and augmented operations."""
-
-    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
-        self.generic_visit(node)
-        return ast.copy_location(ast.Call(ast.Name("_g", ast.Load()), [node], []), node)
-
-    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
-        self.generic_visit(node)
-        if isinstance(node.op, ast.Not):
-            return node
-        return ast.copy_location(ast.Call(ast.Name("_g", ast.Load()), [node], []), node)
-
-    def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST:
-        self.generic_visit(node)
-        load = ast.parse(ast.unparse(node.target), mode="eval").body
-        value = ast.Call(ast.Name("_g", ast.Load()), [ast.BinOp(load, node.op, node.value)], [])
-        return ast.copy_location(ast.Assign([node.target], value), node)
-
-
-def _instrumented_tree(dest: Path) -> Path:
-    (dest / "firmware").mkdir(parents=True)
-    (dest / "firmware" / "__init__.py").write_text("")
-    for name in ("measure.py", "fixedpoint.py"):
-        tree = ast.parse((firmware_build.ROOT / "firmware" / name).read_text())
-        tree = ast.fix_missing_locations(_CheckEveryResult().visit(tree))
-        guard = ast.parse(_GUARD).body
-        body = tree.body
-        after_imports = next(
-            i for i, node in enumerate(body) if not isinstance(node, ast.Import | ast.ImportFrom | ast.Expr)
-        )
-        tree.body = body[:after_imports] + guard + body[after_imports:]
-        (dest / "firmware" / name).write_text(ast.unparse(tree))
-    return dest
-
-
 WORST_CASES = {
     "full scale, 45 Hz, square-ish, current in phase": (
         [Wave(282, hz=45, harmonics={3: 0.33, 5: 0.2, 7: 0.14, 9: 0.11}, dc_counts=30)] * 2,
@@ -150,7 +106,7 @@ WORST_CASES = {
 
 @pytest.mark.parametrize("case", list(WORST_CASES))
 def test_no_intermediate_reaches_2_to_the_30(case: str, tmp_path: Path) -> None:
-    tree = _instrumented_tree(tmp_path / "guarded")
+    tree = int_guard.guarded_tree(tmp_path / "guarded", ("measure.py", "fixedpoint.py"))
     assert "_g(" in (tree / "firmware" / "measure.py").read_text()
     inputs, current = WORST_CASES[case]
     config, samples, _, _ = write_stream(tmp_path, inputs, current, 2.0)
@@ -173,13 +129,9 @@ def test_no_intermediate_reaches_2_to_the_30(case: str, tmp_path: Path) -> None:
     assert len(json_lines(result.stdout)) > 10
 
 
-def test_the_guard_catches_a_wide_intermediate(tmp_path: Path) -> None:
-    module = tmp_path / "wide.py"
-    module.write_text("def f(x):\n    return x * x\n")
-    tree = ast.fix_missing_locations(_CheckEveryResult().visit(ast.parse(module.read_text())))
-    tree.body = ast.parse(_GUARD).body + tree.body
+def test_the_guard_catches_a_wide_intermediate() -> None:
     namespace: dict = {}
-    exec(compile(tree, "wide", "exec"), namespace)
+    exec(int_guard.instrument("def f(x):\n    return x * x\n"), namespace)
     assert namespace["f"](32767) == 32767 * 32767
     with pytest.raises(OverflowError):
         namespace["f"](32768)
