@@ -15,7 +15,7 @@
 from micropython import const
 
 IDLE = const(0)
-OPENING = const(1)  # waiting for the old contacts to read open and the current to reach zero
+OPENING = const(1)  # waiting for the old contacts to read open, then for the current to reach zero
 CLOSING = const(2)  # waiting for the new contacts to read closed and stay closed
 FAULT = const(3)  # a relay did not follow its command: no further transfer until cleared
 
@@ -26,6 +26,8 @@ NO_SUCH_INPUT = const(2)
 FAULTED = const(3)
 
 _SETTLE_MARGIN_US = const(1000)  # allowed beyond the datasheet maxima before a relay is declared failed
+# an arc on parted contacts lasts to the next current zero: half a cycle, 11.1 ms at 45 Hz
+_ARC_LIMIT_US = const(12000)
 
 
 class RelayMatrix:
@@ -48,6 +50,8 @@ class RelayMatrix:
         self._since = now
         self._stable_since = now
         self._stable = False
+        self._parted = False
+        self._parted_since = now
         self.adopt_hardware_state(now)
 
     def adopt_hardware_state(self, now):
@@ -81,6 +85,7 @@ class RelayMatrix:
             self.active = 0
             self.target = 0
             self.fallback = 0
+            self._parted = False
             self.state = OPENING
         elif closing:
             self.active = 0
@@ -131,23 +136,27 @@ class RelayMatrix:
                 self.hal.drive(k, False)
         self.state = OPENING
         self._since = now
+        self._parted = False
 
     def _step_opening(self, now, current_zero):
-        all_open = True
         for k in range(1, self.n + 1):
             if self.hal.feedback(k):
-                all_open = False
-        if all_open and current_zero:
+                if self._diff(now, self._since) > self.release_limit:
+                    # contacts that will not open (welded, or a feedback that lies): the
+                    # rack stays where it is; nothing else may close
+                    self._fault(k)
+                return
+        if not self._parted:
+            self._parted = True
+            self._parted_since = now
+        if current_zero:
             self.active = 0
             if self.target == 0:
                 self.state = IDLE
             else:
                 self._begin_closing(self.target, now)
-            return
-        if self._diff(now, self._since) > self.release_limit:
-            # contacts that will not open (welded, or a feedback that lies): the rack
-            # stays where it is; nothing else may close
-            self._fault(self._first_closed())
+        elif self._diff(now, self._parted_since) > _ARC_LIMIT_US:
+            self._fault(0)  # current with every contact open: it flows where it should not
 
     def _begin_closing(self, k, now):
         if not self._close(k):

@@ -31,10 +31,10 @@ def test_the_harness_catches_a_broken_interlock(mpy_tree: Path, tmp_path: Path) 
     shutil.copytree(mpy_tree, broken)
     source = (firmware_build.ROOT / "firmware" / "relays.py").read_text()
     # close without waiting for the old contacts, and without the check in _close
-    mutated = source.replace("if all_open and current_zero:", "if current_zero:").replace(
-        "if j != k and (self.commanded[j] or self.hal.feedback(j)):", "if False:"
-    )
-    assert mutated != source
+    waits = "if self.hal.feedback(k):\n                if self._diff(now, self._since) > self.release_limit:"
+    checks = "if j != k and (self.commanded[j] or self.hal.feedback(j)):"
+    assert waits in source and checks in source
+    mutated = source.replace(waits, waits.replace("self.hal.feedback(k)", "False")).replace(checks, "if False:")
     (broken / "firmware" / "relays.mpy").unlink()
     (broken / "firmware" / "relays.py").write_text(mutated)
     run = subprocess.run(

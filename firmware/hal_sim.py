@@ -1,0 +1,76 @@
+# HAL of the `sim` board: the ADC's sample blocks, the relay coils and their contact
+# feedback, and the clock come from a plant simulator on the host, in lockstep over a
+# loopback socket (host/plant_server.py gives the byte layout). Everything above the
+# HAL is the same as on the reference board.
+
+import socket
+from array import array
+
+from micropython import const
+
+_TICKS_PERIOD = const(0x40000000)
+_TICKS_HALF = const(0x20000000)
+
+
+class SimHal:
+    def __init__(self, host, port, n_inputs, block):
+        address = socket.getaddrinfo(host, port)[0][-1]
+        self._sock = socket.socket()
+        self._sock.connect(address)
+        self.n_inputs = n_inputs
+        self.block = block
+        self.volts = [array("h", bytearray(2 * block)) for _ in range(n_inputs)]
+        self.amps = array("h", bytearray(2 * block))
+        self._command = bytearray(b"S\x00\x01")  # the first exchange holds the coils
+        self._header = bytearray(7)
+        self._coils = 0
+        self._feedback = 0
+        self._now = 0
+        self.exchange()
+        self._coils = self._header[5]  # the coil latch, read back: it held through the reset
+        self._command[2] = 0
+
+    def exchange(self):
+        """Send the coil commands, receive the next block: the ADC's DMA, simulated."""
+        self._command[1] = self._coils
+        self._sock.write(self._command)
+        self._read_exact(self._header)
+        h = self._header
+        self._now = h[0] | (h[1] << 8) | (h[2] << 16) | ((h[3] & 0x3F) << 24)
+        self._feedback = h[4]
+        for v in self.volts:
+            self._read_exact(v)
+        self._read_exact(self.amps)
+
+    def _read_exact(self, buf):
+        got = self._sock.readinto(buf)
+        if got == len(buf):
+            return
+        view = memoryview(buf)
+        while got < len(buf):
+            more = self._sock.readinto(view[got:])
+            if not more:
+                raise OSError("plant closed the link")
+            got += more
+
+    def ticks_us(self):
+        return self._now
+
+    @staticmethod
+    def ticks_diff(a, b):
+        return ((a - b + _TICKS_HALF) & (_TICKS_PERIOD - 1)) - _TICKS_HALF
+
+    def drive(self, k, closed):
+        if closed:
+            self._coils |= 1 << (k - 1)
+        else:
+            self._coils &= ~(1 << (k - 1))
+
+    def coil(self, k):
+        return bool(self._coils & (1 << (k - 1)))
+
+    def feedback(self, k):
+        return bool(self._feedback & (1 << (k - 1)))
+
+    def close(self):
+        self._sock.close()
