@@ -19,8 +19,16 @@ class BuildError(RuntimeError):
     """mpy-cross refused a module, or a tool is missing."""
 
 
-def sources(root: Path = ROOT) -> list[Path]:
-    return sorted(p for package in PACKAGES for p in (root / package).glob("*.py"))
+REFERENCE_BOARD = "rp2040"
+
+
+def sources(root: Path = ROOT, board: str | None = None) -> list[Path]:
+    """The modules that go onto `board`: all of firmware/ and protocol/ but the other
+    boards' HALs (firmware/hal_<board>.py). None: every module, every HAL."""
+    found = sorted(p for package in PACKAGES for p in (root / package).glob("*.py"))
+    if board is None:
+        return found
+    return [p for p in found if not p.name.startswith("hal_") or p.name == f"hal_{board}.py"]
 
 
 def compile_tree(dest: Path, arch: str = ARCH_UNIX_X64, root: Path = ROOT) -> list[Path]:

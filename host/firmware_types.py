@@ -94,8 +94,8 @@ def build_typeshed(dest: Path, board_stubs: str = BOARD_STUBS) -> Path:
 
 
 def firmware_sources(root: Path = ROOT) -> list[Path]:
-    """The modules that run on the board: what firmware_build compiles for it."""
-    return firmware_build.sources(root)
+    """The modules that run on the reference board: what firmware_build compiles for it."""
+    return firmware_build.sources(root, firmware_build.REFERENCE_BOARD)
 
 
 def mypy_command(files: Sequence[Path], typeshed: Path, cache_dir: Path) -> list[str]:
