@@ -31,6 +31,8 @@ class Source:
     lost_at_s: float | None = None  # the voltage collapses to zero from then on
     restored_at_s: float | None = None
     sags: list[tuple[float, float, float]] = field(default_factory=list)  # (start s, end s, remaining fraction)
+    # commutation notches of a 6-pulse rectifier nearby: (notches per cycle, width in degrees, depth 0..1)
+    notches: tuple[int, float, float] | None = None
 
     def scale(self, t: float) -> float:
         """What is left of the nominal voltage at time t (0 when lost)."""
@@ -52,6 +54,11 @@ class Source:
         wave = np.sin(theta)
         for order, rel in self.harmonics.items():
             wave = wave + rel * np.sin(order * theta)
+        if self.notches:
+            per_cycle, width_deg, depth = self.notches
+            spacing = 2 * math.pi / per_cycle
+            inside = np.mod(theta - math.radians(30), spacing) < math.radians(width_deg)
+            wave = np.where(inside, wave * (1 - depth), wave)
         return self.v_rms * math.sqrt(2) * self.scale_at(t) * wave
 
 
@@ -170,6 +177,7 @@ class Plant:
         self.output_dead_s = 0.0  # time with no voltage at the rack while it draws
         self.trace: list[tuple[float, int, float, float]] = []  # (t, conducting input, v_out, i_out)
         self.keep_trace = False
+        self.commands: list[tuple[int, int, bool]] = []  # (us, input 1..n, closed): every coil change
 
     @property
     def coils(self) -> int:
@@ -182,7 +190,10 @@ class Plant:
     def step(self, coils: int) -> tuple[int, int, np.ndarray]:
         start_us = self.now_us
         for k, relay in enumerate(self.relays):
-            relay.command(bool(coils >> k & 1), start_us)
+            closed = bool(coils >> k & 1)
+            if closed != relay.coil:
+                self.commands.append((start_us, k + 1, closed))
+            relay.command(closed, start_us)
         n = self.block
         t = (self.sample_index + np.arange(n)) / self.fs
         volts = np.stack([s.voltage(t) for s in self.sources])

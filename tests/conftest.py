@@ -26,13 +26,12 @@ def mpy_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
-@pytest.fixture(scope="session")
-def micropython(mpy_tree: Path) -> RunMicroPython:
-    """Run a script of tests/mp on MicroPython against the compiled firmware."""
+def micropython_runner(tree: Path) -> RunMicroPython:
+    """A function that runs a script of tests/mp on MicroPython with `tree` as its path."""
     command = firmware_build.micropython_command()
 
     def run(script: str, *args: str, heap: str = BOARD_HEAP, timeout: float = 300) -> str:
-        env = dict(os.environ, MICROPYPATH=str(mpy_tree))
+        env = dict(os.environ, MICROPYPATH=str(tree))
         result = subprocess.run(
             [command, "-X", f"heapsize={heap}", str(MP_SCRIPTS / script), *args],
             capture_output=True,
@@ -48,6 +47,12 @@ def micropython(mpy_tree: Path) -> RunMicroPython:
         return result.stdout
 
     return run
+
+
+@pytest.fixture(scope="session")
+def micropython(mpy_tree: Path) -> RunMicroPython:
+    """Run a script of tests/mp on MicroPython against the compiled firmware."""
+    return micropython_runner(mpy_tree)
 
 
 def json_lines(text: str) -> list[dict]:
