@@ -12,8 +12,53 @@ _TICKS_PERIOD = const(0x40000000)
 _TICKS_HALF = const(0x20000000)
 
 
+class SimReset(Exception):
+    """An MCU reset: the firmware starts over, the hardware (plant, coils, buses) stays."""
+
+
+class SimUart:
+    """One RS-485 bus as the transceiver sees it: a loopback socket to the bus."""
+
+    def __init__(self, host, port):
+        self._sock = socket.socket()
+        self._sock.connect(socket.getaddrinfo(host, port)[0][-1])
+        self._sock.setblocking(False)
+        self.closed = False
+
+    def readinto(self, buf):
+        """Bytes received since the last call (0 when none)."""
+        try:
+            n = self._sock.readinto(buf)
+        except OSError:
+            return 0
+        if n is None:
+            return 0
+        if n == 0:
+            self.closed = True
+        return n
+
+    def write(self, buf, n):
+        view = memoryview(buf)[:n]
+        sent = 0
+        while sent < n:
+            try:
+                more = self._sock.write(view[sent:])
+            except OSError:
+                more = 0
+            sent += more or 0
+
+    def unique_id(self):
+        return self._unique_id
+
+    def reset(self):
+        raise SimReset()
+
+    def close(self):
+        self._sock.close()
+
+
 class SimHal:
-    def __init__(self, host, port, n_inputs, block):
+    def __init__(self, host, port, n_inputs, block, bus_ports=(), unique_id=b"\x00" * 8):
         address = socket.getaddrinfo(host, port)[0][-1]
         self._sock = socket.socket()
         self._sock.connect(address)
@@ -26,6 +71,8 @@ class SimHal:
         self._coils = 0
         self._feedback = 0
         self._now = 0
+        self._unique_id = unique_id
+        self.uarts = [SimUart(host, p) for p in bus_ports]
         self.exchange()
         self._coils = self._header[5]  # the coil latch, read back: it held through the reset
         self._command[2] = 0
@@ -72,5 +119,13 @@ class SimHal:
     def feedback(self, k):
         return bool(self._feedback & (1 << (k - 1)))
 
+    def unique_id(self):
+        return self._unique_id
+
+    def reset(self):
+        raise SimReset()
+
     def close(self):
+        for uart in self.uarts:
+            uart.close()
         self._sock.close()

@@ -103,10 +103,13 @@ class Meter:
         self.power_factor_milli = 0
         self.output_windows = 0
         # THD: one input at a time records two cycles, then a DFT
-        self._sin = array("h", [int(16384 * math.sin(2 * math.pi * i / _TABLE)) for i in range(_TABLE)])
-        self._thd_buf = array("h", [0] * (_THD_CYCLES * self.max_cycle + 2))
-        self._thd_re = array("i", [0] * len(_HARMONICS))
-        self._thd_im = array("i", [0] * len(_HARMONICS))
+        # filled in place: a list first would double the start-up peak on a small heap
+        self._sin = array("h", bytearray(2 * _TABLE))
+        for i in range(_TABLE):
+            self._sin[i] = int(16384 * math.sin(2 * math.pi * i / _TABLE))
+        self._thd_buf = array("h", bytearray(2 * (_THD_CYCLES * self.max_cycle + 2)))
+        self._thd_re = array("i", bytearray(4 * len(_HARMONICS)))
+        self._thd_im = array("i", bytearray(4 * len(_HARMONICS)))
         self._thd_input = 0
         self._thd_state = 0  # 0 wait for a crossing, 1 recording, 2 ready
         self._thd_n = 0

@@ -1,0 +1,424 @@
+# The tap application: every block, measure, protect, move relays, serve both buses.
+# Board-independent: the HAL and the board's parameters come in from outside.
+#
+# board (a dict from the board description): name, role, n_inputs, fs, block,
+# nominal_hz, mV_per_count, mA_per_count, counts_per_amp_q8, operate_us, release_us,
+# bounce_us, breaking_mA, loss_fraction, default_alternates.
+# hal: exchange(), volts, amps, ticks_us(), ticks_diff(), drive/coil/feedback(k),
+# unique_id(), uarts (one per bus: readinto(buf) -> n or None, write(buf, n)), reset().
+
+import binascii
+
+from firmware import events as ev
+from firmware import guard as guard_mod
+from firmware import relays as rm
+from firmware import reply, store
+from firmware.framing import Decoder, Encoder
+from firmware.hmac256 import Hmac, key_check, unwrap_key
+from firmware.loss import LossDetector
+from firmware.measure import Meter, scale_for
+from firmware.overload import Overload
+from firmware.protection import Protection, Settings
+from protocol import catalog, layout
+
+FIRMWARE_VERSION = (0, 1, 0)
+_LIMIT_FIELDS = ("curve", "pickup_mA", "tms_milli", "instantaneous_mA", "undervoltage_mV", "overvoltage_mV",
+                 "frequency_low_cHz", "frequency_high_cHz", "thd_max_dpct")
+_SIGNED_REFUSALS = (catalog.E_STALE_EPOCH, catalog.E_EPOCH_NOT_RAISED, catalog.E_REPLAY, catalog.E_OUT_OF_RANGE)
+
+
+def _defaults(board):
+    limits = Settings()
+    out = {"address": catalog.ADDR_UNASSIGNED, "epoch": 0, "counter_reserved": 0,
+           "for_input": 1, "alternates": list(board["default_alternates"])}
+    for name in _LIMIT_FIELDS:
+        out[name] = getattr(limits, name)
+    return out
+
+
+class Tap:
+    def __init__(self, hal, board, flash_dir):
+        self.hal = hal
+        self.board = board
+        self.n = board["n_inputs"]
+        self.events = ev.EventLog()
+        self.config = store.Record(flash_dir, "config.json", _defaults(board))
+        self.key = store.Record(flash_dir, "key.json", {"key": ""})
+        self.alarms = 0
+        if self.config.status not in (store.OK, store.MISSING) or not self.key.data["key"]:
+            self.alarms |= catalog.ALARM_UNCALIBRATED  # running on defaults the host did not set
+        key = binascii.unhexlify(self.key.data["key"]) if self.key.data["key"] else bytes(catalog.KEY_LEN)
+        self.hmac = Hmac(key)
+        self.messages = layout.load()
+        cfg = self.config.data
+        self.guard = guard_mod.Guard(self.messages, hal.unique_id(), cfg["address"], self.hmac, cfg["epoch"],
+                                     cfg["counter_reserved"])
+        fs = board["fs"]
+        vm, vk = scale_for(board["mV_per_count"])
+        im, ik = scale_for(board["mA_per_count"])
+        pm, pk = scale_for(board["mV_per_count"] * board["mA_per_count"] / 1e6)
+        self.meter = Meter(fs, board["nominal_hz"], [(0, vm, vk)] * self.n, (0, im, ik), pm, pk, 200)
+        now = hal.ticks_us()
+        self.relays = rm.RelayMatrix(hal, self.n, hal.ticks_diff, board["operate_us"], board["release_us"],
+                                     board["bounce_us"], now)
+        nominal_peak = int(230000 * 1.4142 / board["mV_per_count"])
+        self.detectors = [LossDetector(fs, board["nominal_hz"], int(board["loss_fraction"] * nominal_peak), 4,
+                                       fs // board["nominal_hz"]) for _ in range(self.n)]
+        self.protection = Protection(self.meter, self.relays, Overload(), self.detectors, self._settings(),
+                                     board["counts_per_amp_q8"], board["breaking_mA"], fs, hal.ticks_diff)
+        self.protection.set_alternates(cfg["for_input"], cfg["alternates"])
+        self.decoders = [Decoder() for _ in hal.uarts]
+        self.rx = bytearray(64)
+        self.encoder = Encoder()
+        self._last_host = now
+        self._host_alive = False
+        self._pending = None  # a discovery answer waiting for its slot: (bus, due_us, length)
+        self._pending_buf = bytearray(catalog.MAX_ENCODED + 1)
+        self._seen_transfers = 0
+        self._seen_trips = 0
+        self._seen_state = self.protection.state
+        self.uptime_ms = 0
+        self.reset_requested = False
+        self.events.log(0, catalog.EV_BOOT, self.relays.active, self.config.status)
+
+    def _settings(self):
+        s = Settings()
+        for name in _LIMIT_FIELDS:
+            setattr(s, name, self.config.data[name])
+        return s
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def step(self):
+        hal = self.hal
+        hal.exchange()
+        now = hal.ticks_us()
+        self.uptime_ms += self.board["block"] * 1000 // self.board["fs"]
+        self.meter.active = self.relays.active
+        self.meter.process(hal.volts, hal.amps, self.board["block"])
+        self.protection.process(hal.volts, hal.amps, self.board["block"], now)
+        self.relays.step(now, _block_is_zero(hal.amps, self.board["block"], 20))
+        self._log_protection()
+        self._serve(now)
+        if hal.ticks_diff(now, self._last_host) > catalog.HOST_TIMEOUT_S * 1000000:
+            self.alarms |= catalog.ALARM_HOST_LOST
+        if self.relays.state == rm.FAULT:
+            self.alarms |= catalog.ALARM_RELAY_MISMATCH
+
+    def _log_protection(self):
+        p = self.protection
+        if p.transfers != self._seen_transfers:
+            self._seen_transfers = p.transfers
+            self.events.log(self.uptime_ms, catalog.EV_TRANSFER, p.last_transfer_to, p.last_transfer_from)
+        if p.trips != self._seen_trips:
+            self._seen_trips = p.trips
+            self.events.log(self.uptime_ms, catalog.EV_OVERLOAD_TRIP, self.relays.active, 0)
+        if p.state != self._seen_state:
+            self._seen_state = p.state
+            if p.state == catalog.PROT_LOCKOUT:
+                self.events.log(self.uptime_ms, catalog.EV_LOCKOUT, self.relays.active, 0)
+            elif p.state == catalog.PROT_DOWNSTREAM_FAULT:
+                self.events.log(self.uptime_ms, catalog.EV_DOWNSTREAM_FAULT, self.relays.active, 0)
+
+    # -- the buses ------------------------------------------------------------------------
+
+    def _serve(self, now):
+        if self._pending is not None and self.hal.ticks_diff(now, self._pending[1]) >= 0:
+            bus, _, length = self._pending
+            self._pending = None
+            self.hal.uarts[bus].write(self._pending_buf, length)
+        for bus in range(len(self.hal.uarts)):
+            uart = self.hal.uarts[bus]
+            decoder = self.decoders[bus]
+            n = uart.readinto(self.rx)
+            while n:
+                pos = 0
+                while pos < n:
+                    pos = decoder.feed(self.rx, pos, n)
+                    if decoder.result > 0:
+                        self._handle(bus, decoder.body, decoder.result, now)
+                n = uart.readinto(self.rx)
+
+    def _handle(self, bus, body, n, now):
+        guard = self.guard
+        verdict = guard.admit(body, n)
+        if verdict == guard_mod.IGNORE:
+            return
+        out = self.encoder.body
+        if verdict == guard_mod.CACHED:
+            cached, length = guard.cached_answer()
+            reply.mark_cached(cached, length, self.hmac)
+            out[:length] = cached[:length]
+            self._send(bus, length)
+            return
+        signed = body[4] & catalog.FLAG_AUTH and self.messages[guard.type].authenticated
+        if verdict > 0:
+            if verdict == catalog.E_BAD_TAG:
+                self.events.log(self.uptime_ms, catalog.EV_AUTH_FAILURE, 0, verdict)
+                self.alarms |= catalog.ALARM_AUTH_FAILURES
+            length = reply.nak(out, guard.address, guard.seq, guard.type, verdict, guard.detail)
+            if signed and verdict in _SIGNED_REFUSALS:
+                length = self._sign_and_remember(length, self.hmac)
+            self._send(bus, length)
+            return
+        message = self.messages[guard.type]
+        try:
+            fields = message.request.unpack(body, catalog.HEADER_LEN, guard.payload_end)
+        except layout.LayoutError:
+            fields = None
+        hmac = self.hmac
+        if fields is None:
+            length = reply.nak(out, guard.address, guard.seq, guard.type, catalog.E_BAD_LENGTH,
+                               message.request.size)
+        else:
+            if message.authenticated:
+                self._persist_counter()
+            self._host_alive = True
+            length, hmac = self._dispatch(bus, guard.type, fields, now)
+            if self._host_alive:  # an admitted request, but not a heartbeat from another epoch
+                self._last_host = now
+                self.alarms &= ~catalog.ALARM_HOST_LOST
+            if length == 0:
+                return  # answered later (a discovery slot) or not at all
+        if message.authenticated:
+            length = self._sign_and_remember(length, hmac)
+        self._send(bus, length)
+        if self.reset_requested:
+            self.hal.reset()
+
+    def _sign_and_remember(self, length, hmac):
+        length = reply.sign(self.encoder.body, length, hmac, self.guard.auth_epoch, self.guard.auth_counter)
+        self.guard.remember(self.encoder.body, length)
+        return length
+
+    def _send(self, bus, length):
+        n = self.encoder.encode(length)
+        self.hal.uarts[bus].write(self.encoder.out, n)
+
+    def _persist_counter(self):
+        # written before the command acts, once per 64 commands (store.COUNTER_BLOCK)
+        store.reserve_counter(self.config, self.guard.counter)
+
+    # -- the messages -----------------------------------------------------------------------
+
+    def _answer(self, msg_type, fields):
+        out = self.encoder.body
+        n = reply.header(out, self.guard.address, msg_type, 0, self.guard.seq)
+        return self.messages[msg_type].response.pack_into(fields, out, n)
+
+    def _ack(self):
+        return reply.ack(self.encoder.body, self.guard.address, self.guard.seq, self.guard.type)
+
+    def _nak(self, error, detail):
+        return reply.nak(self.encoder.body, self.guard.address, self.guard.seq, self.guard.type, error, detail)
+
+    def _dispatch(self, bus, msg_type, f, now):
+        """Run one admitted request; return (answer length, Hmac to sign it with)."""
+        hmac = self.hmac
+        if msg_type == catalog.T_IDENTIFY:
+            return self._identify(), hmac
+        if msg_type == catalog.T_TELEMETRY:
+            return self._telemetry(), hmac
+        if msg_type == catalog.T_STATUS:
+            return self._status(), hmac
+        if msg_type == catalog.T_HEARTBEAT:
+            verdict = self.guard.heartbeat(f["epoch"])
+            if verdict:
+                self._host_alive = False  # another epoch's heartbeat is no sign of life
+                return (self._nak(verdict, self.guard.detail) if self.guard.answered else 0), hmac
+            if not self.guard.answered:
+                return 0, hmac
+            return self._answer(msg_type, {"epoch": self.guard.epoch, "uptime_s": self.uptime_ms // 1000,
+                                           "alarms": self.alarms}), hmac
+        if msg_type == catalog.T_SWITCH:
+            return self._switch(f, now), hmac
+        if msg_type == catalog.T_SET_ALTERNATES:
+            return self._set_alternates(f), hmac
+        if msg_type == catalog.T_SET_LIMITS:
+            return self._set_limits(f), hmac
+        if msg_type == catalog.T_RAISE_EPOCH:
+            self.config.data["epoch"] = self.guard.epoch
+            self.config.save()
+            return self._ack(), hmac
+        if msg_type == catalog.T_SET_KEY:
+            return self._set_key(f)
+        if msg_type == catalog.T_RESET:
+            if f["mode"] != catalog.RESET_FIRMWARE:
+                return self._nak(catalog.E_OUT_OF_RANGE, 1), hmac
+            self.reset_requested = True
+            return self._ack(), hmac
+        if msg_type == catalog.T_READ_EVENTS:
+            return self._read_events(f), hmac
+        if msg_type == catalog.T_ASSIGN_ADDRESS:
+            if not catalog.ADDR_TAP_MIN <= f["address"] <= catalog.ADDR_TAP_MAX:
+                return self._nak(catalog.E_OUT_OF_RANGE, 2), hmac
+            self.guard.address = f["address"]
+            self.config.data["address"] = f["address"]
+            self.config.save()
+            return self._ack(), hmac
+        if msg_type == catalog.T_DISCOVER:
+            self._discover(bus, f, now)
+            return 0, hmac
+        if msg_type == catalog.T_HEALTH:
+            return self._nak(catalog.E_NOT_SUPPORTED, self.board["role"]), hmac
+        # waveform capture: not in this firmware yet
+        return self._nak(catalog.E_NOT_SUPPORTED, 0), hmac
+
+    def _input_state(self, k):
+        ch = self.meter.inputs[k - 1]
+        state = 0
+        if ch.windows and not self.detectors[k - 1].lost:
+            state |= catalog.INPUT_PRESENT
+        if self.protection.healthy(k):
+            state |= catalog.INPUT_HEALTHY
+        return state
+
+    def _relays_closed(self):
+        bits = 0
+        for k in range(1, self.n + 1):
+            if self.hal.feedback(k):
+                bits |= 1 << (k - 1)
+        return bits
+
+    def _identify(self):
+        major, minor, patch = FIRMWARE_VERSION
+        return self._answer(catalog.T_IDENTIFY, {
+            "unique_id": self.hal.unique_id(), "board": self.board["name"].encode(),
+            "firmware_major": major, "firmware_minor": minor, "firmware_patch": patch,
+            "protocol_major": catalog.VERSION, "protocol_minor": catalog.PROTOCOL_MINOR,
+            "role": self.board["role"], "n_inputs": self.n, "address": self.guard.address,
+            "epoch": self.guard.epoch, "auth_counter": self.guard.counter, "config_crc": self._config_crc()})
+
+    def _config_crc(self):
+        crc = 0
+        for key in sorted(self.config.data):
+            crc = binascii.crc32(("%s=%s;" % (key, self.config.data[key])).encode(), crc)
+        return crc & 0xFFFFFFFF
+
+    def _telemetry(self):
+        m = self.meter
+        inputs = []
+        for k in range(1, self.n + 1):
+            ch = m.inputs[k - 1]
+            inputs.append({"voltage_mV": ch.voltage_mV, "frequency_cHz": ch.frequency_cHz,
+                           "thd_dpct": ch.thd_dpct, "phase_cdeg": 0, "state": self._input_state(k)})
+        return self._answer(catalog.T_TELEMETRY, {
+            "uptime_s": self.uptime_ms // 1000, "active_input": self.relays.active,
+            "relays_closed": self._relays_closed(), "protection": self.protection.state, "alarms": self.alarms,
+            "temperature_dC": 0, "current_mA": m.current_mA, "power_W": m.power_W, "apparent_VA": m.apparent_VA,
+            "power_factor_milli": m.power_factor_milli, "transfers": self.relays.transfers,
+            "trips": self.protection.trips, "frames_bad": self._frames_bad(), "n_inputs": self.n, "inputs": inputs})
+
+    def _frames_bad(self):
+        bad = 0
+        for d in self.decoders:
+            bad += d.bad_cobs + d.bad_crc + d.too_short + d.oversize
+        return bad
+
+    def _status(self):
+        p = self.protection
+        self.alarms &= ~catalog.ALARM_AUTH_FAILURES  # reading STATUS clears it
+        silent = self.hal.ticks_diff(self.hal.ticks_us(), self._last_host) // 1000000
+        return self._answer(catalog.T_STATUS, {
+            "active_input": self.relays.active, "relays_closed": self._relays_closed(), "protection": p.state,
+            "alarms": self.alarms, "epoch": self.guard.epoch, "auth_counter": self.guard.counter,
+            "event_head": self.events.head, "config_crc": self._config_crc(), "alternates_for": p.for_input,
+            "alternate_1": p.alternates[0], "alternate_2": p.alternates[1], "alternate_3": p.alternates[2],
+            "host_silent_s": min(silent, 0xFFFF)})
+
+    def _switch(self, f, now):
+        expected = f["expected_input"]
+        target = f["target_input"]
+        if self.relays.state != rm.IDLE:
+            return self._nak(catalog.E_BUSY, self.relays.state)
+        if expected != self.relays.active:
+            return self._nak(catalog.E_CAS_MISMATCH, self.relays.active)
+        if not 0 <= target <= self.n:
+            return self._nak(catalog.E_OUT_OF_RANGE, 2)
+        state = self.protection.state
+        if state == catalog.PROT_LOCKOUT or state == catalog.PROT_TRIPPED:
+            return self._nak(catalog.E_PROTECTION_LOCKOUT, state)
+        if state == catalog.PROT_DOWNSTREAM_FAULT:
+            return self._nak(catalog.E_DOWNSTREAM_FAULT, state)
+        if target and target != expected and not self.protection.healthy(target):
+            return self._nak(catalog.E_SOURCE_UNHEALTHY, self._input_state(target))
+        if target != expected:
+            fallback = expected if expected and self.protection.healthy(expected) else 0
+            if self.relays.request(target, fallback, now) != rm.OK:
+                return self._nak(catalog.E_INTERNAL, self.relays.state)
+            self.events.log(self.uptime_ms, catalog.EV_COMMAND, target, catalog.T_SWITCH)
+        return self._ack()
+
+    def _set_alternates(self, f):
+        for_input = f["for_input"]
+        ranked = [f["alternate_1"], f["alternate_2"], f["alternate_3"]]
+        if not 1 <= for_input <= self.n:
+            return self._nak(catalog.E_OUT_OF_RANGE, 1)
+        seen_zero = False
+        for i in range(3):
+            k = ranked[i]
+            if k == 0:
+                seen_zero = True
+            elif seen_zero or k > self.n or k == for_input or k in ranked[:i]:
+                return self._nak(catalog.E_OUT_OF_RANGE, i + 2)
+        self.protection.set_alternates(for_input, ranked)
+        self.config.data["for_input"] = for_input
+        self.config.data["alternates"] = ranked
+        self.config.save()
+        return self._ack()
+
+    def _set_limits(self, f):
+        for position, problem in ((1, f["curve"] not in (1, 2, 3)),
+                                  (2, not 0 < f["pickup_mA"] <= self.board["breaking_mA"]),
+                                  (3, not 50 <= f["tms_milli"] <= 1500),
+                                  (4, f["instantaneous_mA"] <= f["pickup_mA"]),
+                                  (6, f["undervoltage_mV"] >= f["overvoltage_mV"]),
+                                  (8, f["frequency_low_cHz"] >= f["frequency_high_cHz"])):
+            if problem:
+                return self._nak(catalog.E_OUT_OF_RANGE, position)
+        for name in _LIMIT_FIELDS:
+            self.config.data[name] = f[name]
+        self.protection.apply_settings(self._settings())
+        self.config.save()
+        return self._ack()
+
+    def _set_key(self, f):
+        new_key = unwrap_key(self.hmac, f["wrapped_key"], self.guard.auth_counter)
+        if key_check(new_key) != f["key_check"]:
+            return self._nak(catalog.E_BAD_TAG, 0), self.hmac
+        self.key.data["key"] = binascii.hexlify(new_key).decode()
+        self.key.save()
+        self.hmac = Hmac(new_key)
+        self.guard.hmac = self.hmac
+        self.alarms &= ~catalog.ALARM_UNCALIBRATED
+        return self._ack(), self.hmac  # signed with the new key: proof it arrived
+
+    def _read_events(self, f):
+        found = []  # type: list[tuple[int, int, int, int]]
+        first = self.events.read(f["since"], min(f["max_count"], 30), found)
+        items = []
+        for time_ms, code, input_index, value in found:
+            items.append({"time_ms": time_ms, "code": code, "input": input_index, "value": value})
+        return self._answer(catalog.T_READ_EVENTS, {"first": first, "head": self.events.head,
+                                                    "n_events": len(items), "events": items})
+
+    def _discover(self, bus, f, now):
+        uid = self.hal.unique_id()
+        if f["scope"] == 0 and self.guard.address != catalog.ADDR_UNASSIGNED:
+            return
+        if not (bytes(f["uid_low"]) <= uid <= bytes(f["uid_high"])) or f["slots"] == 0:
+            return
+        slot = binascii.crc32(uid + bytes([f["salt"]])) % f["slots"]
+        length = self._answer(catalog.T_DISCOVER, {"unique_id": uid, "board": self.board["name"].encode(),
+                                                   "role": self.board["role"], "n_inputs": self.n, "slot": slot})
+        n = self.encoder.encode(length)
+        self._pending_buf[:n] = self.encoder.out[:n]
+        self._pending = (bus, now + slot * f["slot_ms"] * 1000, n)
+
+
+def _block_is_zero(amps, n, threshold):
+    for j in range(n):
+        a = amps[j]
+        if a > threshold or a < -threshold:
+            return False
+    return True

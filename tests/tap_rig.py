@@ -1,0 +1,140 @@
+"""A sim tap for tests: the compiled firmware's application (firmware/tap.py) on
+MicroPython, in lockstep with a plant, with buses A and B as loopback sockets that
+the test drives as the host would."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from host import flash_records, framing, messages
+from host.firmware_build import micropython_command
+from host.plant import ADC_MAX, AdcScale, Load, Plant, Source
+from host.plant_server import PlantServer
+from tests.conftest import BOARD_HEAP, MP_SCRIPTS
+from tests.measure_signals import MA_PER_COUNT, MV_PER_COUNT
+from tests.protection_rig import HONGFA_HFE20
+
+KEY = bytes(range(32))
+UNIQUE_ID = bytes.fromhex("e6614104037a5c2b")
+ADDRESS = 17
+EPOCH = 3
+
+SIM_BOARD = {
+    "name": "sim",
+    "role": 0,
+    "n_inputs": 2,
+    "fs": 4000,
+    "block": 4,
+    "nominal_hz": 50,
+    "mV_per_count": MV_PER_COUNT,
+    "mA_per_count": MA_PER_COUNT,
+    "counts_per_amp_q8": int(ADC_MAX / AdcScale().amps_full_scale * 256),
+    "operate_us": HONGFA_HFE20.operate_us,
+    "release_us": HONGFA_HFE20.release_us,
+    "bounce_us": HONGFA_HFE20.bounce_us,
+    "breaking_mA": 40_000,
+    "loss_fraction": 0.7,
+    "default_alternates": [2, 0, 0],
+}
+
+
+class SimTap:
+    """Start with `with SimTap(tmp_path) as tap:`; tap.ask(frame) sends and returns the answer."""
+
+    def __init__(self, tmp_path: Path, plant: Plant | None = None) -> None:
+        self.plant = plant or Plant(
+            [Source(230), Source(230, phase_deg=-120)], Load(i_rms=16), [HONGFA_HFE20, HONGFA_HFE20], active=1
+        )
+        self.flash = tmp_path / "flash"
+        self.flash.mkdir(exist_ok=True)
+        if not (self.flash / "config.json").exists():
+            flash_records.write_record(self.flash, "config.json", {"address": ADDRESS, "epoch": EPOCH})
+            flash_records.write_record(self.flash, "key.json", {"key": KEY.hex()})
+        self.board_file = tmp_path / "board.json"
+        self.board_file.write_text(json.dumps(SIM_BOARD))
+        self.tree = tmp_path
+        self.seq = 0
+        self.counter = 100
+
+    def start(self, mpy_tree: Path) -> SimTap:
+        self.server = PlantServer(self.plant)
+        self.thread = self.server.start()
+        self.buses = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+        self.process = subprocess.Popen(
+            [
+                micropython_command(),
+                "-X",
+                f"heapsize={BOARD_HEAP}",
+                str(MP_SCRIPTS / "run_tap.py"),
+                str(self.server.port),
+                *(str(b.getsockname()[1]) for b in self.buses),
+                str(self.flash),
+                str(self.board_file),
+                UNIQUE_ID.hex(),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={"MICROPYPATH": str(mpy_tree)},
+        )
+        self.links = []
+        for bus in self.buses:
+            bus.settimeout(10)
+            connection, _ = bus.accept()
+            connection.settimeout(0.05)
+            self.links.append(connection)
+        self.decoders = [framing.StreamDecoder() for _ in self.links]
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        for link in self.links:
+            link.close()
+        out, err = self.process.communicate(timeout=30)
+        self.thread.join(timeout=10)
+        assert self.process.returncode == 0, f"exit {self.process.returncode}: {err[-3000:]} {out[-3000:]}"
+        return json.loads(out.strip().splitlines()[-1])
+
+    def next_seq(self) -> int:
+        self.seq = (self.seq + 1) & 0xFFFF
+        return self.seq
+
+    def signed(self, name: str, fields: dict[str, Any], epoch: int = EPOCH, key: bytes = KEY) -> messages.Frame:
+        self.counter += 1
+        return messages.request(ADDRESS, name, self.next_seq(), fields, key=key, epoch=epoch, counter=self.counter)
+
+    def plain(self, name: str, fields: dict[str, Any] | None = None, dst: int = ADDRESS) -> messages.Frame:
+        return messages.request(dst, name, self.next_seq(), fields)
+
+    def send(self, frame: messages.Frame | bytes, bus: int = 0) -> None:
+        body = frame.to_body() if isinstance(frame, messages.Frame) else frame
+        self.links[bus].sendall(framing.encode_frame(body))
+
+    def receive(self, bus: int = 0, timeout: float = 5.0) -> messages.Frame | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = self.links[bus].recv(4096)
+            except TimeoutError:
+                continue
+            for body in self.decoders[bus].feed(data):
+                return messages.parse_body(body)
+        return None
+
+    def ask(self, frame: messages.Frame | bytes, bus: int = 0) -> messages.Frame:
+        self.send(frame, bus)
+        answer = self.receive(bus)
+        assert answer is not None, "no answer from the tap"
+        return answer
+
+    def wait_active(self, target: int, timeout: float = 5.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.ask(self.plain("STATUS")).fields()
+            if status["active_input"] == target:
+                return status
+        raise AssertionError(f"input {target} never became active")
