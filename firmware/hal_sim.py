@@ -47,6 +47,10 @@ class SimUart:
                 more = 0
             sent += more or 0
 
+    def temperature_dC(self):
+        t = self._header[7] | (self._header[8] << 8)
+        return t - 0x10000 if t & 0x8000 else t
+
     def unique_id(self):
         return self._unique_id
 
@@ -67,7 +71,7 @@ class SimHal:
         self.volts = [array("h", bytearray(2 * block)) for _ in range(n_inputs)]
         self.amps = array("h", bytearray(2 * block))
         self._command = bytearray(b"S\x00\x01")  # the first exchange holds the coils
-        self._header = bytearray(7)
+        self._header = bytearray(9)
         self._coils = 0
         self._feedback = 0
         self._now = 0
@@ -118,6 +122,10 @@ class SimHal:
 
     def feedback(self, k):
         return bool(self._feedback & (1 << (k - 1)))
+
+    def temperature_dC(self):
+        t = self._header[7] | (self._header[8] << 8)
+        return t - 0x10000 if t & 0x8000 else t
 
     def unique_id(self):
         return self._unique_id

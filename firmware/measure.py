@@ -30,6 +30,9 @@ _PHASE_MASK = const(0xFFFF)  # 1024 * 64 - 1: table index in Q6
 _THD_CYCLES = const(2)
 _LIMIT_28 = const(0x10000000)
 _SMALL_INT_MAX = const(0x3FFFFFFF)  # the largest small int of a 32-bit port
+_SAMPLE_WRAP = const(0x3FFFFF)  # 2**22 - 1: a sample index in Q8 stays below 2**30
+_Q_WRAP = const(0x3FFFFFFF)
+_Q_HALF = const(0x20000000)
 
 
 def scale_for(units_per_count):
@@ -68,6 +71,7 @@ class _Input:
         self.frequency_cHz = 0
         self.thd_dpct = 0
         self.windows = 0
+        self.cross_q = 0  # time of the last rising crossing, 1/256 sample, modulo 2**30
 
 
 class Meter:
@@ -102,6 +106,7 @@ class Meter:
         self.apparent_VA = 0
         self.power_factor_milli = 0
         self.output_windows = 0
+        self.samples = 0  # samples processed per channel, modulo 2**22 (so that Q8 times fit 30 bits)
         # THD: one input at a time records two cycles, then a DFT
         # filled in place: a list first would double the start-up peak on a small heap
         self._sin = array("h", bytearray(2 * _TABLE))
@@ -120,6 +125,7 @@ class Meter:
         """Measure one block: volts[k] the samples of input k+1, amps the output's."""
         for index in range(len(self.inputs)):
             self._input_block(index, volts[index], n)
+        self.samples = (self.samples + n) & _SAMPLE_WRAP
         active = self.active
         self._output_block(amps, volts[active - 1] if active else None, n)
         if self._thd_state == 2:
@@ -160,6 +166,7 @@ class Meter:
                 period = since_q - _Q + frac
                 since_q = _Q - frac
                 ch.since_q = since_q
+                ch.cross_q = ((((self.samples + j - 1) & _SAMPLE_WRAP) << 8) + frac) & _Q_WRAP
                 self._crossing(ch, period, record)
                 ch.cycles += 1
                 if ch.cycles >= WINDOW_CYCLES:
@@ -311,6 +318,25 @@ class Meter:
         self.apparent_VA = apparent
         self.power_factor_milli = (power * 1000) // apparent if apparent > 0 else 0
         self.output_windows += 1
+
+    def phase_cdeg(self, k):
+        """Phase of input k relative to input 1 in hundredths of a degree, positive when
+        it leads; 0 when either has no stable frequency."""
+        ref = self.inputs[0]
+        ch = self.inputs[k - 1]
+        if k == 1 or ref.valid_periods < _PERIODS or ch.valid_periods < _PERIODS:
+            return 0
+        period = ref.periods[(ref.period_at + _PERIODS - 1) % _PERIODS]
+        if period <= 0:
+            return 0
+        lag = (ch.cross_q - ref.cross_q) & _Q_WRAP  # how long after input 1's crossing k crosses
+        if lag > _Q_HALF:
+            lag -= _Q_WRAP + 1  # it crossed before: a negative lag, folded into the period below
+        lag %= period
+        phase = -((lag * 36000 + period // 2) // period)  # later is behind
+        if phase <= -18000:
+            phase += 36000
+        return phase
 
     def _thd_compute(self):
         ch = self.inputs[self._thd_input]

@@ -301,11 +301,12 @@ class Tap:
         for k in range(1, self.n + 1):
             ch = m.inputs[k - 1]
             inputs.append({"voltage_mV": ch.voltage_mV, "frequency_cHz": ch.frequency_cHz,
-                           "thd_dpct": ch.thd_dpct, "phase_cdeg": 0, "state": self._input_state(k)})
+                           "thd_dpct": ch.thd_dpct, "phase_cdeg": m.phase_cdeg(k), "state": self._input_state(k)})
         return self._answer(catalog.T_TELEMETRY, {
             "uptime_s": self.uptime_ms // 1000, "active_input": self.relays.active,
             "relays_closed": self._relays_closed(), "protection": self.protection.state, "alarms": self.alarms,
-            "temperature_dC": 0, "current_mA": m.current_mA, "power_W": m.power_W, "apparent_VA": m.apparent_VA,
+            "temperature_dC": self.hal.temperature_dC(), "current_mA": m.current_mA, "power_W": m.power_W,
+            "apparent_VA": m.apparent_VA,
             "power_factor_milli": m.power_factor_milli, "transfers": self.relays.transfers,
             "trips": self.protection.trips, "frames_bad": self._frames_bad(), "n_inputs": self.n, "inputs": inputs})
 

@@ -177,6 +177,7 @@ class Plant:
         self.output_dead_s = 0.0  # time with no voltage at the rack while it draws
         self.trace: list[tuple[float, int, float, float]] = []  # (t, conducting input, v_out, i_out)
         self.keep_trace = False
+        self.temperature_c = 35.0  # what the board's sensor reads
         self.commands: list[tuple[int, int, bool]] = []  # (us, input 1..n, closed): every coil change
 
     @property

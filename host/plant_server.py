@@ -2,7 +2,8 @@
 loopback TCP socket. Per step the HAL sends b"S", its coil bits and a flags byte; the
 plant advances one block and answers with the block's start time (us, modulo 2**30 as
 MicroPython ticks wrap), the feedback bits, the coil bits as the plant holds them (a
-board's coil latch, read back after an MCU reset), the sample count, then each
+board's coil latch, read back after an MCU reset), the sample count, the board's
+temperature in tenths of a degree (int16), then each
 channel's samples as int16 LE (the inputs' voltages, then the output current).
 Flags bit 0 ("hold") leaves the coils as they are: a board just out of reset has not
 decided anything yet."""
@@ -55,7 +56,10 @@ class PlantServer:
                 raise ValueError(f"unexpected command byte {command[0]:#x} from the sim board")
             coils = self.plant.coils if command[2] & _HOLD else command[1]
             start_us, feedback, counts = self.plant.step(coils)
-            header = struct.pack("<IBBB", start_us & _TICKS_MASK, feedback, self.plant.coils, counts.shape[1])
+            header = struct.pack(
+                "<IBBBh", start_us & _TICKS_MASK, feedback, self.plant.coils, counts.shape[1],
+                round(self.plant.temperature_c * 10),
+            )
             connection.sendall(header + counts.tobytes())
             self.steps += 1
 

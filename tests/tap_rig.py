@@ -46,7 +46,7 @@ SIM_BOARD = {
 class SimTap:
     """Start with `with SimTap(tmp_path) as tap:`; tap.ask(frame) sends and returns the answer."""
 
-    def __init__(self, tmp_path: Path, plant: Plant | None = None) -> None:
+    def __init__(self, tmp_path: Path, plant: Plant | None = None, n_inputs: int = 2) -> None:
         self.plant = plant or Plant(
             [Source(230), Source(230, phase_deg=-120)], Load(i_rms=16), [HONGFA_HFE20, HONGFA_HFE20], active=1
         )
@@ -56,7 +56,7 @@ class SimTap:
             flash_records.write_record(self.flash, "config.json", {"address": ADDRESS, "epoch": EPOCH})
             flash_records.write_record(self.flash, "key.json", {"key": KEY.hex()})
         self.board_file = tmp_path / "board.json"
-        self.board_file.write_text(json.dumps(SIM_BOARD))
+        self.board_file.write_text(json.dumps(SIM_BOARD | {"n_inputs": n_inputs}))
         self.tree = tmp_path
         self.seq = 0
         self.counter = 100

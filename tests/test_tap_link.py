@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from host import messages
+from host.plant import Load, Plant, Source
 from protocol import catalog
+from tests.protection_rig import HONGFA_HFE20
 from tests.tap_rig import ADDRESS, EPOCH, KEY, UNIQUE_ID, SimTap
 
 
@@ -85,3 +87,17 @@ def test_epoch_alternates_events_and_reset(tap: SimTap) -> None:
     assert tap.plant.commands == before and tap.plant.relays[0].conducting
     after_reset = tap.ask(tap.plain("READ_EVENTS", {"since": 0, "max_count": 10})).fields()
     assert after_reset["head"] == 1  # the RAM log starts again with the new boot
+
+
+def test_phase_and_temperature_in_telemetry(tmp_path: Path, mpy_tree: Path) -> None:
+    plant = Plant([Source(230), Source(230, phase_deg=-120), Source(230, phase_deg=90)], Load(i_rms=5),
+                  [HONGFA_HFE20] * 3, active=1)
+    plant.temperature_c = 41.5
+    rig = SimTap(tmp_path, plant, n_inputs=3).start(mpy_tree)
+    try:
+        time.sleep(0.3)
+        fields = _wait_measured(rig)
+        assert [i["phase_cdeg"] for i in fields["inputs"]] == pytest.approx([0, -12_000, 9_000], abs=50)
+        assert fields["temperature_dC"] == 415
+    finally:
+        rig.stop()

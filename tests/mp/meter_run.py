@@ -48,7 +48,8 @@ with open(sys.argv[2], "rb") as f:
             if ch.windows != seen_in[k]:
                 seen_in[k] = ch.windows
                 print(json.dumps({"input": k + 1, "window": ch.windows, "voltage_mV": ch.voltage_mV,
-                                  "frequency_cHz": ch.frequency_cHz, "thd_dpct": ch.thd_dpct}))
+                                  "frequency_cHz": ch.frequency_cHz, "thd_dpct": ch.thd_dpct,
+                                  "phase_cdeg": meter.phase_cdeg(k + 1)}))
         if meter.output_windows != seen_out:
             seen_out = meter.output_windows
             print(json.dumps({"output": seen_out, "current_mA": meter.current_mA, "power_W": meter.power_W,
