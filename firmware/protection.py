@@ -1,8 +1,12 @@
 # Local protection, with or without a host: loss of the active source and local
-# transfer to the first healthy ranked alternate; inverse-time overload; fault currents
-# above the relay's breaking capacity (lock out, open only once the upstream fuse or
-# breaker has cleared); a fault on the rack side blocks any transfer, as a static
-# transfer switch does: moving a short circuit onto a healthy source takes that down too.
+# transfer to the first healthy ranked alternate; an input out of its limits for longer
+# than a delay (over-voltage, frequency, a sustained sag) the same way; inverse-time
+# overload; fault currents above the relay's breaking capacity (lock out, open only
+# once the upstream fuse or breaker has cleared); a fault on the rack side blocks any
+# transfer, as a static transfer switch does: moving a short circuit onto a healthy
+# source takes that down too. Automatic transfers are limited per minute (then they
+# stop, on the last good source, until the host acts); with no host, the rack returns
+# to its preferred input once that has been healthy for a while.
 
 from micropython import const
 
@@ -11,6 +15,7 @@ from firmware.fixedpoint import isqrt
 from protocol import catalog
 
 _FAULT_MEMORY_US = const(25000)  # "the cycle before the voltage collapsed", at 40 Hz
+_MINUTE_US = const(60000000)
 
 
 class Settings:
@@ -26,6 +31,10 @@ class Settings:
         self.frequency_low_cHz = 4750
         self.frequency_high_cHz = 5250
         self.thd_max_dpct = 80
+        # not in SET_LIMITS: board defaults
+        self.unhealthy_delay_ms = 500  # an input out of limits this long is left
+        self.max_transfers_per_minute = 4
+        self.return_delay_s = 300  # with no host, the preferred input healthy this long: go back (<= 500)
 
 
 class Protection:
@@ -42,8 +51,17 @@ class Protection:
         self._diff = ticks_diff
         self.fs = fs
         self.state = catalog.PROT_NORMAL
-        self.for_input = 0  # the ranked alternates apply while this input is active
-        self.alternates = [0, 0, 0]
+        n = len(detectors)
+        self.rankings = [[0, 0, 0] for _ in range(n)]  # row k-1: where to go when input k is lost
+        self.preferred = 0  # the input the host last chose; with no host the rack returns to it
+        self.host_present = True
+        self._recent = [0] * 8  # times of the latest automatic transfers (ring)
+        self._recent_at = 0
+        self._recent_count = 0
+        self._unhealthy_since = 0
+        self._unhealthy = False
+        self._preferred_since = 0
+        self._preferred_ok = False
         self.transfers = 0
         self.trips = 0
         self.blocked_transfers = 0
@@ -69,22 +87,22 @@ class Protection:
         return ((((rms_mA // 1000) * self._counts_per_amp_q8) >> 8) * 362) >> 8
 
     def set_alternates(self, for_input, alternates):
-        self.for_input = for_input
+        row = self.rankings[for_input - 1]
         for i in range(3):
-            self.alternates[i] = alternates[i]
+            row[i] = alternates[i]
+
+    def clear_chatter(self):
+        """After a host command: automatic transfers may resume."""
+        self._recent_count = 0
+        if self.state == catalog.PROT_CHATTER:
+            self.state = catalog.PROT_NORMAL
 
     def healthy(self, k):
         """Input k (1-based) is present and within limits by its last window and its
         fast detector."""
-        if self.detectors[k - 1].lost:
+        if self.detectors[k - 1].lost or self.meter.inputs[k - 1].windows == 0:
             return False
-        ch = self.meter.inputs[k - 1]
-        s = self.settings
-        if ch.windows == 0:
-            return False
-        return (s.undervoltage_mV <= ch.voltage_mV <= s.overvoltage_mV
-                and s.frequency_low_cHz <= ch.frequency_cHz <= s.frequency_high_cHz
-                and ch.thd_dpct <= s.thd_max_dpct)
+        return self._limits_ok(k)
 
     def process(self, volts, amps, n, now):
         active = self.relays.active
@@ -98,8 +116,14 @@ class Protection:
         self._measure_cycles(amps, n, now)
         if self.state != catalog.PROT_NORMAL and self.state != catalog.PROT_PICKUP:
             return
-        if active and (lost_active or self.detectors[active - 1].lost) and self.relays.state == rm.IDLE:
+        if not active or self.relays.state != rm.IDLE:
+            return
+        if lost_active or self.detectors[active - 1].lost:
             self._on_loss(active, now)
+        elif self._out_of_limits_too_long(active, now):
+            self._transfer_away(active, now)
+        elif not self.host_present:
+            self._maybe_return(active, now)
 
     def _scan_current(self, amps, n, now):
         # any sample above the instantaneous pickup marks a fault current
@@ -136,11 +160,12 @@ class Protection:
             if not self._above_breaking and self.relays.active and self.relays.state == rm.IDLE:
                 self.relays.request(0, 0, now)
             return
-        if state != catalog.PROT_NORMAL and state != catalog.PROT_PICKUP:
+        if state != catalog.PROT_NORMAL and state != catalog.PROT_PICKUP and state != catalog.PROT_CHATTER:
             return
         dt = self._cycle_len * 4000 // self.fs
         if not self.overload.feed(current_mA, dt):
-            self.state = catalog.PROT_PICKUP if self.overload.progress else catalog.PROT_NORMAL
+            if state != catalog.PROT_CHATTER:
+                self.state = catalog.PROT_PICKUP if self.overload.progress else catalog.PROT_NORMAL
             return
         self.trips += 1
         if self._above_breaking:
@@ -159,12 +184,57 @@ class Protection:
             self.state = catalog.PROT_LOCKOUT
             self.blocked_transfers += 1
             return
-        if self.for_input != active:
-            return  # no ranking for this state: stay, the host decides
-        for target in self.alternates:
+        self._transfer_away(active, now)
+
+    def _transfer_away(self, active, now):
+        for target in self.rankings[active - 1]:
             if target and target != active and self.healthy(target):
-                if self.relays.request(target, 0, now) == rm.OK:
-                    self.transfers += 1
-                    self.last_transfer_from = active
-                    self.last_transfer_to = target
+                self._automatic(active, target, 0, now)
                 return
+
+    def _automatic(self, active, target, fallback, now):
+        # the limit counts the automatic transfers of the last minute
+        limit = self.settings.max_transfers_per_minute
+        if self._recent_count >= limit:
+            oldest = self._recent[(self._recent_at - limit) % len(self._recent)]
+            if self._diff(now, oldest) < _MINUTE_US:
+                self.state = catalog.PROT_CHATTER  # stay on the last good source; the host decides
+                self.blocked_transfers += 1
+                return
+        if self.relays.request(target, fallback, now) == rm.OK:
+            self._recent[self._recent_at] = now
+            self._recent_at = (self._recent_at + 1) % len(self._recent)
+            self._recent_count += 1
+            self.transfers += 1
+            self.last_transfer_from = active
+            self.last_transfer_to = target
+
+    def _limits_ok(self, k):
+        ch = self.meter.inputs[k - 1]
+        s = self.settings
+        return (s.undervoltage_mV <= ch.voltage_mV <= s.overvoltage_mV
+                and s.frequency_low_cHz <= ch.frequency_cHz <= s.frequency_high_cHz
+                and ch.thd_dpct <= s.thd_max_dpct)
+
+    def _out_of_limits_too_long(self, active, now):
+        if self.meter.inputs[active - 1].windows == 0 or self._limits_ok(active):
+            self._unhealthy = False
+            return False
+        if not self._unhealthy:
+            self._unhealthy = True
+            self._unhealthy_since = now
+            return False
+        return self._diff(now, self._unhealthy_since) >= self.settings.unhealthy_delay_ms * 1000
+
+    def _maybe_return(self, active, now):
+        preferred = self.preferred
+        if not preferred or preferred == active or not self.healthy(preferred):
+            self._preferred_ok = False
+            return
+        if not self._preferred_ok:
+            self._preferred_ok = True
+            self._preferred_since = now
+            return
+        if self._diff(now, self._preferred_since) >= self.settings.return_delay_s * 1000000:
+            self._preferred_ok = False
+            self._automatic(active, preferred, active, now)

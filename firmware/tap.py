@@ -29,8 +29,10 @@ _SIGNED_REFUSALS = (catalog.E_STALE_EPOCH, catalog.E_EPOCH_NOT_RAISED, catalog.E
 
 def _defaults(board):
     limits = Settings()
-    out = {"address": catalog.ADDR_UNASSIGNED, "epoch": 0, "counter_reserved": 0,
-           "for_input": 1, "alternates": list(board["default_alternates"])}
+    rankings = [[0, 0, 0] for _ in range(board["n_inputs"])]
+    rankings[0] = list(board["default_alternates"])  # until the host ranks: from input 1 as the board says
+    out = {"address": catalog.ADDR_UNASSIGNED, "epoch": 0, "counter_reserved": 0, "preferred": 0,
+           "rankings": rankings}
     for name in _LIMIT_FIELDS:
         out[name] = getattr(limits, name)
     return out
@@ -66,7 +68,10 @@ class Tap:
                                        fs // board["nominal_hz"]) for _ in range(self.n)]
         self.protection = Protection(self.meter, self.relays, Overload(), self.detectors, self._settings(),
                                      board["counts_per_amp_q8"], board["breaking_mA"], fs, hal.ticks_diff)
-        self.protection.set_alternates(cfg["for_input"], cfg["alternates"])
+        for k in range(1, self.n + 1):
+            if k <= len(cfg["rankings"]):
+                self.protection.set_alternates(k, cfg["rankings"][k - 1])
+        self.protection.preferred = cfg["preferred"]
         self.decoders = [Decoder() for _ in hal.uarts]
         self.rx = bytearray(64)
         self.encoder = Encoder()
@@ -95,6 +100,7 @@ class Tap:
         now = hal.ticks_us()
         self.uptime_ms += self.board["block"] * 1000 // self.board["fs"]
         self.meter.active = self.relays.active
+        self.protection.host_present = not self.alarms & catalog.ALARM_HOST_LOST
         self.meter.process(hal.volts, hal.amps, self.board["block"])
         self.protection.process(hal.volts, hal.amps, self.board["block"], now)
         self.relays.step(now, _block_is_zero(hal.amps, self.board["block"], 20))
@@ -318,13 +324,15 @@ class Tap:
 
     def _status(self):
         p = self.protection
+        active = self.relays.active
+        row = p.rankings[active - 1] if active else (0, 0, 0)
         self.alarms &= ~catalog.ALARM_AUTH_FAILURES  # reading STATUS clears it
         silent = self.hal.ticks_diff(self.hal.ticks_us(), self._last_host) // 1000000
         return self._answer(catalog.T_STATUS, {
             "active_input": self.relays.active, "relays_closed": self._relays_closed(), "protection": p.state,
             "alarms": self.alarms, "epoch": self.guard.epoch, "auth_counter": self.guard.counter,
-            "event_head": self.events.head, "config_crc": self._config_crc(), "alternates_for": p.for_input,
-            "alternate_1": p.alternates[0], "alternate_2": p.alternates[1], "alternate_3": p.alternates[2],
+            "event_head": self.events.head, "config_crc": self._config_crc(), "alternates_for": active,
+            "alternate_1": row[0], "alternate_2": row[1], "alternate_3": row[2],
             "host_silent_s": min(silent, 0xFFFF)})
 
     def _switch(self, f, now):
@@ -348,6 +356,11 @@ class Tap:
             if self.relays.request(target, fallback, now) != rm.OK:
                 return self._nak(catalog.E_INTERNAL, self.relays.state)
             self.events.log(self.uptime_ms, catalog.EV_COMMAND, target, catalog.T_SWITCH)
+        self.protection.clear_chatter()
+        if self.config.data["preferred"] != target:
+            self.config.data["preferred"] = target  # the host's choice: where to return without a host
+            self.protection.preferred = target
+            self.config.save()
         return self._ack()
 
     def _set_alternates(self, f):
@@ -363,8 +376,7 @@ class Tap:
             elif seen_zero or k > self.n or k == for_input or k in ranked[:i]:
                 return self._nak(catalog.E_OUT_OF_RANGE, i + 2)
         self.protection.set_alternates(for_input, ranked)
-        self.config.data["for_input"] = for_input
-        self.config.data["alternates"] = ranked
+        self.config.data["rankings"][for_input - 1] = ranked
         self.config.save()
         return self._ack()
 

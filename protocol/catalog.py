@@ -58,6 +58,7 @@ PROT_PICKUP = 1  # overload timer running
 PROT_TRIPPED = 2  # output opened by overload, awaiting a command
 PROT_LOCKOUT = 3  # fault above breaking capacity: no transfer, wait for upstream clear
 PROT_DOWNSTREAM_FAULT = 4  # transfer blocked: the fault is on the rack side
+PROT_CHATTER = 5  # automatic transfers stopped after too many in a minute, until the host acts
 
 CURVE_STANDARD_INVERSE = 1
 CURVE_VERY_INVERSE = 2

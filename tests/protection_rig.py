@@ -30,8 +30,11 @@ class Scenario:
     load: Load
     relay: RelaySpec
     seconds: float
-    alternates: list[int] = field(default_factory=lambda: [2, 0, 0])
+    rankings: list[list[int]] = field(default_factory=lambda: [[2, 0, 0], [1, 0, 0]])
     settings: dict[str, int] = field(default_factory=dict)
+    board_settings: dict[str, int] = field(default_factory=dict)
+    preferred: int = 0
+    host_present: bool = True
     breaking_mA: int = 40_000
     loss_persist: int = 4  # samples: 1 ms
     loss_fraction: float = 0.7
@@ -60,8 +63,10 @@ def run(micropython: Callable[..., str], tmp_path: Path, scenario: Scenario) -> 
         "settings": scenario.settings,
         "counts_per_amp_q8": int(counts_per_amp * 256),
         "breaking_mA": scenario.breaking_mA,
-        "for_input": 1,
-        "alternates": scenario.alternates,
+        "rankings": scenario.rankings,
+        "preferred": scenario.preferred,
+        "host_present": scenario.host_present,
+        "board_settings": scenario.board_settings,
     }
     path = tmp_path / "protect.json"
     path.write_text(json.dumps(config))

@@ -47,7 +47,7 @@ def test_loss_of_source_swept_over_the_cycle(micropython, tmp_path: Path, relay)
     "source",
     [
         Source(230, harmonics={3: 0.04, 5: 0.03}),  # 5% THD
-        Source(230, harmonics={5: 0.05}, notches=(6, 8.0, 0.9)),  # commutation notches
+        Source(230, harmonics={5: 0.05}, notches=(6, 5.0, 0.2)),  # notches at IEEE 519 general-system depth
         Source(230, sags=[(0.5, 0.8, 0.9), (1.0, 1.3, 1.1)]),  # -10% and +10% steps
     ],
     ids=["5% THD", "commutation notches", "+-10% steps"],
@@ -124,3 +124,52 @@ def test_no_intermediate_reaches_2_to_the_30_in_protection(tmp_path: Path) -> No
     )
     result, _ = run(guarded, tmp_path, scenario)
     assert result["trips"] + result["blocked"] + result["transfers"] >= 1
+
+
+def test_chatter_stops_automatic_transfers_on_the_last_good_source(micropython, tmp_path: Path) -> None:
+    # two sources that fail in turn, each back soon after: the third transfer in a minute is refused
+    flapping = [
+        Source(230, lost_at_s=0.6, restored_at_s=0.75),
+        Source(230, phase_deg=-120, lost_at_s=1.2, restored_at_s=1.35),
+    ]
+    flapping[0].sags.append((1.8, 1.95, 0.0))
+    scenario = Scenario(flapping, Load(i_rms=10), HONGFA_HFE20, 2.2, board_settings={"max_transfers_per_minute": 2})
+    result, plant = run(micropython, tmp_path, scenario)
+    assert result["transfers"] == 2 and result["blocked"] == 1
+    assert result["protection"] == catalog.PROT_CHATTER and result["active"] == 1
+    assert plant.parallel_events == []
+
+
+@pytest.mark.parametrize(("seconds_high", "transfers"), [(0.3, 0), (1.5, 1)])
+def test_over_voltage_moves_the_rack_only_after_the_delay(
+    micropython, tmp_path: Path, seconds_high: float, transfers: int
+) -> None:
+    high = Source(230, sags=[(0.6, 0.6 + seconds_high, 270 / 230)])
+    scenario = Scenario([high, Source(230, phase_deg=-120)], Load(i_rms=10), HONGFA_HFE20, 2.4)
+    result, plant = run(micropython, tmp_path, scenario)
+    assert result["transfers"] == transfers
+    if transfers:
+        moved = next(us for us, k, closed in plant.commands if k == 1 and not closed) / 1e6
+        assert 0.6 + 0.5 <= moved <= 0.6 + 0.5 + 0.45  # the delay, plus up to two 200 ms windows
+
+
+@pytest.mark.parametrize(("host_present", "returns"), [(False, True), (True, False)])
+def test_return_to_the_preferred_source_only_without_a_host(
+    micropython, tmp_path: Path, host_present: bool, returns: bool
+) -> None:
+    scenario = Scenario(
+        [Source(230, lost_at_s=0.6, restored_at_s=0.8), Source(230, phase_deg=-120)],
+        Load(i_rms=10),
+        HONGFA_HFE20,
+        2.6,
+        preferred=1,
+        host_present=host_present,
+        board_settings={"return_delay_s": 1},
+    )
+    result, plant = run(micropython, tmp_path, scenario)
+    assert result["active"] == (1 if returns else 2)
+    assert result["transfers"] == (2 if returns else 1)
+    if returns:
+        back = [us / 1e6 for us, k, closed in plant.commands if k == 1 and closed]
+        assert back and back[-1] >= 0.8 + 1.0
+    assert plant.parallel_events == []

@@ -40,7 +40,12 @@ def main():
         setattr(settings, key, cfg["settings"][key])
     protection = Protection(meter, relays, Overload(), detectors, settings, cfg["counts_per_amp_q8"],
                             cfg["breaking_mA"], fs, hal.ticks_diff)
-    protection.set_alternates(cfg["for_input"], cfg["alternates"])
+    for k in range(1, n_in + 1):
+        protection.set_alternates(k, cfg["rankings"][k - 1])
+    protection.preferred = cfg["preferred"]
+    protection.host_present = cfg["host_present"]
+    for key in cfg["board_settings"]:
+        setattr(settings, key, cfg["board_settings"][key])
     log = []
     last_state = protection.state
     for step in range(cfg["steps"]):
