@@ -13,6 +13,7 @@ from firmware import events as ev
 from firmware import guard as guard_mod
 from firmware import relays as rm
 from firmware import reply, store
+from firmware.capture import Capture
 from firmware.framing import Decoder, Encoder
 from firmware.hmac256 import Hmac, key_check, unwrap_key
 from firmware.loss import LossDetector
@@ -72,6 +73,7 @@ class Tap:
             if k <= len(cfg["rankings"]):
                 self.protection.set_alternates(k, cfg["rankings"][k - 1])
         self.protection.preferred = cfg["preferred"]
+        self.capture = Capture(self.n + 1, board["capture_samples"], fs, board["nominal_hz"])
         self.decoders = [Decoder() for _ in hal.uarts]
         self.rx = bytearray(64)
         self.encoder = Encoder()
@@ -103,6 +105,7 @@ class Tap:
         self.protection.host_present = not self.alarms & catalog.ALARM_HOST_LOST
         self.meter.process(hal.volts, hal.amps, self.board["block"])
         self.protection.process(hal.volts, hal.amps, self.board["block"], now)
+        self.capture.record(hal.volts, hal.amps, self.board["block"])
         self.relays.step(now, _block_is_zero(hal.amps, self.board["block"], 20))
         self._log_protection()
         self._serve(now)
@@ -111,20 +114,25 @@ class Tap:
         if self.relays.state == rm.FAULT:
             self.alarms |= catalog.ALARM_RELAY_MISMATCH
 
+    def _event(self, code, input_index, value):
+        self.events.log(self.uptime_ms, code, input_index, value)
+        if code != catalog.EV_COMMAND and code != catalog.EV_AUTH_FAILURE:
+            self.capture.on_event()
+
     def _log_protection(self):
         p = self.protection
         if p.transfers != self._seen_transfers:
             self._seen_transfers = p.transfers
-            self.events.log(self.uptime_ms, catalog.EV_TRANSFER, p.last_transfer_to, p.last_transfer_from)
+            self._event(catalog.EV_TRANSFER, p.last_transfer_to, p.last_transfer_from)
         if p.trips != self._seen_trips:
             self._seen_trips = p.trips
-            self.events.log(self.uptime_ms, catalog.EV_OVERLOAD_TRIP, self.relays.active, 0)
+            self._event(catalog.EV_OVERLOAD_TRIP, self.relays.active, 0)
         if p.state != self._seen_state:
             self._seen_state = p.state
             if p.state == catalog.PROT_LOCKOUT:
-                self.events.log(self.uptime_ms, catalog.EV_LOCKOUT, self.relays.active, 0)
+                self._event(catalog.EV_LOCKOUT, self.relays.active, 0)
             elif p.state == catalog.PROT_DOWNSTREAM_FAULT:
-                self.events.log(self.uptime_ms, catalog.EV_DOWNSTREAM_FAULT, self.relays.active, 0)
+                self._event(catalog.EV_DOWNSTREAM_FAULT, self.relays.active, 0)
 
     # -- the buses ------------------------------------------------------------------------
 
@@ -160,7 +168,7 @@ class Tap:
         signed = body[4] & catalog.FLAG_AUTH and self.messages[guard.type].authenticated
         if verdict > 0:
             if verdict == catalog.E_BAD_TAG:
-                self.events.log(self.uptime_ms, catalog.EV_AUTH_FAILURE, 0, verdict)
+                self._event(catalog.EV_AUTH_FAILURE, 0, verdict)
                 self.alarms |= catalog.ALARM_AUTH_FAILURES
             length = reply.nak(out, guard.address, guard.seq, guard.type, verdict, guard.detail)
             if signed and verdict in _SIGNED_REFUSALS:
@@ -265,10 +273,16 @@ class Tap:
         if msg_type == catalog.T_DISCOVER:
             self._discover(bus, f, now)
             return 0, hmac
-        if msg_type == catalog.T_HEALTH:
-            return self._nak(catalog.E_NOT_SUPPORTED, self.board["role"]), hmac
-        # waveform capture: not in this firmware yet
-        return self._nak(catalog.E_NOT_SUPPORTED, 0), hmac
+        if msg_type == catalog.T_CAPTURE_START:
+            error = self.capture.start(f["capture_id"], f["trigger"], f["cycles"])
+            return (self._nak(error, 3) if error else self._capture_info(msg_type)), hmac
+        if msg_type == catalog.T_CAPTURE_INFO:
+            if f["capture_id"] != self.capture.capture_id:
+                return self._nak(catalog.E_NO_CAPTURE, self.capture.capture_id & 0xFFFF), hmac
+            return self._capture_info(msg_type), hmac
+        if msg_type == catalog.T_CAPTURE_READ:
+            return self._capture_read(f), hmac
+        return self._nak(catalog.E_NOT_SUPPORTED, self.board["role"]), hmac  # HEALTH: source monitors only
 
     def _input_state(self, k):
         ch = self.meter.inputs[k - 1]
@@ -355,7 +369,7 @@ class Tap:
             fallback = expected if expected and self.protection.healthy(expected) else 0
             if self.relays.request(target, fallback, now) != rm.OK:
                 return self._nak(catalog.E_INTERNAL, self.relays.state)
-            self.events.log(self.uptime_ms, catalog.EV_COMMAND, target, catalog.T_SWITCH)
+            self._event(catalog.EV_COMMAND, target, catalog.T_SWITCH)
         self.protection.clear_chatter()
         if self.config.data["preferred"] != target:
             self.config.data["preferred"] = target  # the host's choice: where to return without a host
@@ -405,6 +419,31 @@ class Tap:
         self.guard.hmac = self.hmac
         self.alarms &= ~catalog.ALARM_UNCALIBRATED
         return self._ack(), self.hmac  # signed with the new key: proof it arrived
+
+    def _capture_info(self, msg_type):
+        c = self.capture
+        channels = []
+        for k in range(self.n):
+            channels.append({"kind": catalog.CHANNEL_INPUT_VOLTAGE, "index": k + 1,
+                             "scale_nu": int(self.board["mV_per_count"] * 1000000)})
+        channels.append({"kind": catalog.CHANNEL_OUTPUT_CURRENT, "index": 0,
+                         "scale_nu": int(self.board["mA_per_count"] * 1000000)})
+        return self._answer(msg_type, {
+            "capture_id": c.capture_id & 0xFFFF,
+            "state": catalog.CAPTURE_READY if c.ready() else catalog.CAPTURE_ARMED,
+            "sample_rate_hz": self.board["fs"], "samples_per_channel": c.samples, "total_bytes": c.total_bytes(),
+            "n_channels": len(channels), "channels": channels})
+
+    def _capture_read(self, f):
+        c = self.capture
+        if f["capture_id"] != c.capture_id or not c.ready():
+            return self._nak(catalog.E_NO_CAPTURE, c.capture_id & 0xFFFF)
+        if f["offset"] >= c.total_bytes():
+            return self._nak(catalog.E_OUT_OF_RANGE, 2)
+        n = self._answer(catalog.T_CAPTURE_READ, {"capture_id": f["capture_id"], "offset": f["offset"],
+                                                   "total_bytes": c.total_bytes(), "data": b""})
+        room = catalog.MAX_BODY - n - catalog.AUTH_LEN
+        return n + c.read_into(self.encoder.body, n, f["offset"], min(f["length"], room))
 
     def _read_events(self, f):
         found = []  # type: list[tuple[int, int, int, int]]

@@ -40,6 +40,7 @@ SIM_BOARD = {
     "breaking_mA": 40_000,
     "loss_fraction": 0.7,
     "default_alternates": [2, 0, 0],
+    "capture_samples": 800,
 }
 
 

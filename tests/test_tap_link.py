@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from host import messages
@@ -90,8 +91,12 @@ def test_epoch_alternates_events_and_reset(tap: SimTap) -> None:
 
 
 def test_phase_and_temperature_in_telemetry(tmp_path: Path, mpy_tree: Path) -> None:
-    plant = Plant([Source(230), Source(230, phase_deg=-120), Source(230, phase_deg=90)], Load(i_rms=5),
-                  [HONGFA_HFE20] * 3, active=1)
+    plant = Plant(
+        [Source(230), Source(230, phase_deg=-120), Source(230, phase_deg=90)],
+        Load(i_rms=5),
+        [HONGFA_HFE20] * 3,
+        active=1,
+    )
     plant.temperature_c = 41.5
     rig = SimTap(tmp_path, plant, n_inputs=3).start(mpy_tree)
     try:
@@ -99,5 +104,46 @@ def test_phase_and_temperature_in_telemetry(tmp_path: Path, mpy_tree: Path) -> N
         fields = _wait_measured(rig)
         assert [i["phase_cdeg"] for i in fields["inputs"]] == pytest.approx([0, -12_000, 9_000], abs=50)
         assert fields["temperature_dC"] == 415
+    finally:
+        rig.stop()
+
+
+def _read_capture(rig: SimTap, capture_id: int) -> tuple[dict, np.ndarray]:
+    deadline = time.monotonic() + 5
+    while True:
+        info = rig.ask(rig.plain("CAPTURE_INFO", {"capture_id": capture_id})).fields()
+        if info["state"] == catalog.CAPTURE_READY:
+            break
+        assert time.monotonic() < deadline, "the capture never became ready"
+    data = b""
+    while len(data) < info["total_bytes"]:
+        chunk = rig.ask(rig.plain("CAPTURE_READ", {"capture_id": capture_id, "offset": len(data), "length": 240}))
+        data += chunk.fields()["data"]
+    samples = np.frombuffer(data, "<i2").reshape(-1, info["n_channels"]).T.astype(float)
+    return info, samples
+
+
+def test_waveform_capture_now_and_around_an_event(tmp_path: Path, mpy_tree: Path) -> None:
+    plant = Plant([Source(230, lost_at_s=1.5), Source(230, phase_deg=-120)], Load(i_rms=16), [HONGFA_HFE20] * 2)
+    rig = SimTap(tmp_path, plant).start(mpy_tree)
+    try:
+        _wait_measured(rig)
+        start = rig.ask(rig.plain("CAPTURE_START", {"capture_id": 7, "trigger": 0, "cycles": 4})).fields()
+        assert start["samples_per_channel"] == 320 and start["n_channels"] == 3
+        info, samples = _read_capture(rig, 7)
+        volts_per_count = info["channels"][0]["scale_nu"] / 1e9
+        assert np.max(np.abs(samples[0])) * volts_per_count == pytest.approx(230 * 2**0.5, rel=0.01)
+        assert np.max(np.abs(samples[2])) * info["channels"][2]["scale_nu"] / 1e9 == pytest.approx(
+            16 * 2**0.5, rel=0.02
+        )
+        rising = np.count_nonzero((samples[0][:-1] < 0) & (samples[0][1:] >= 0))
+        assert rising in (3, 4)  # four cycles of 50 Hz: three or four rising crossings inside them
+        refused = rig.ask(rig.plain("CAPTURE_READ", {"capture_id": 8, "offset": 0, "length": 10})).fields()
+        assert refused["error"] == catalog.E_NO_CAPTURE
+        # armed for the next event: the loss of input 1 and the transfer are in the middle
+        rig.ask(rig.plain("CAPTURE_START", {"capture_id": 9, "trigger": 1, "cycles": 10}))
+        _, around = _read_capture(rig, 9)
+        envelope = np.abs(around[0]).reshape(-1, 80).max(axis=1)
+        assert envelope[0] > 6000 and envelope[-1] < 100, "input 1 should be live, then lost"
     finally:
         rig.stop()
