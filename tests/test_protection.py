@@ -173,3 +173,17 @@ def test_return_to_the_preferred_source_only_without_a_host(
         back = [us / 1e6 for us, k, closed in plant.commands if k == 1 and closed]
         assert back and back[-1] >= 0.8 + 1.0
     assert plant.parallel_events == []
+
+
+def test_measure_protect_and_switch_allocate_nothing_per_block(micropython, tmp_path: Path) -> None:
+    # a loss, a transfer and an overload pickup: every path of the block, with the gc watching
+    scenario = Scenario(
+        [Source(230, lost_at_s=0.6, harmonics={3: 0.04}), Source(230, phase_deg=-120)],
+        Load(i_rms=36, harmonics={3: 0.3}),
+        HONGFA_HFE20,
+        1.0,
+    )
+    result, _ = run(micropython, tmp_path, scenario)
+    assert result["transfers"] == 1
+    assert result["measured_blocks"] == 900
+    assert result["allocated"] == 0, f"{result['allocated']} bytes over {result['measured_blocks']} blocks"

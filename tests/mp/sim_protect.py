@@ -1,6 +1,7 @@
 # Runs on MicroPython: the sim board in lockstep with a plant, with measurement,
 # loss detection, protection and the relays wired as on a tap. argv: plant port,
 # config JSON file. Prints one JSON line at the end.
+import gc
 import json
 import sys
 
@@ -48,13 +49,23 @@ def main():
         setattr(settings, key, cfg["board_settings"][key])
     log = []
     last_state = protection.state
+    allocated = 0
+    measured = 0
     for step in range(cfg["steps"]):
         hal.exchange()
         now = hal.ticks_us()
         meter.active = relays.active
+        gc.collect()
+        gc.disable()
+        before = gc.mem_alloc()
         meter.process(hal.volts, hal.amps, block)
         protection.process(hal.volts, hal.amps, block, now)
         relays.step(now, block_is_zero(hal.amps, block, cfg["zero_counts"]))
+        spent = gc.mem_alloc() - before
+        gc.enable()
+        if step >= 100:  # after start-up
+            allocated += spent
+            measured += 1
         if protection.state != last_state:
             log.append([step, "protection", protection.state])
             last_state = protection.state
@@ -63,6 +74,7 @@ def main():
         "active": relays.active, "relay_state": relays.state, "protection": protection.state,
         "transfers": protection.transfers, "trips": protection.trips, "blocked": protection.blocked_transfers,
         "last_loss_sample": protection.last_loss_sample, "log": log,
+        "allocated": allocated, "measured_blocks": measured,
     }))
 
 
