@@ -43,7 +43,6 @@ HOST_FRAMES = 50_000  # per timed run on the host
 REPEATS = 7  # timed runs per figure; the best one counts
 MP_FRAMES = 5_000  # per timed run on MicroPython
 MP_ALLOC_FRAMES = 256  # frames in the allocation count (the gc is off meanwhile)
-NATIVE_DECORATOR = "@micropython.native"
 MODBUS_FIXED_T35_MS = 1.75  # Modbus over serial line V1.02, 2.5.1.1: fixed t3.5 above 19200 baud
 
 # Runs on MicroPython. argv: body hex, wire hex, frames per timed run, repeats,
@@ -197,19 +196,12 @@ def host_rates(body: bytes, wire: bytes) -> dict[str, float]:
 # -- 2. firmware -----------------------------------------------------------------------
 
 
-def strip_native(source: str) -> str:
-    kept = [line for line in source.splitlines(keepends=True) if line.strip() != NATIVE_DECORATOR]
-    if len(kept) == len(source.splitlines()):
-        raise AssertionError(f"no {NATIVE_DECORATOR} lines to strip")
-    return "".join(kept)
-
-
 def bytecode_sources(dest: Path) -> Path:
     """A copy of firmware/ and protocol/ whose framing.py has no native decorators."""
     for package in firmware_build.PACKAGES:
         shutil.copytree(firmware_build.ROOT / package, dest / package, ignore=shutil.ignore_patterns("__pycache__"))
     framing_py = dest / "firmware" / "framing.py"
-    framing_py.write_text(strip_native(framing_py.read_text()))
+    framing_py.write_text(firmware_build.strip_native(framing_py.read_text()))
     return dest
 
 

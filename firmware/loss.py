@@ -11,6 +11,7 @@
 
 import math
 
+import micropython
 from micropython import const
 
 _SHIFT = const(3)
@@ -33,6 +34,7 @@ class LossDetector:
         self.lost_at = 0  # sample count at detection, for the caller's timing
         self.samples = 0
 
+    @micropython.native
     def feed(self, buf, n):
         """Run a block; return True if the source was found lost in this block."""
         prev = self._prev

@@ -8,6 +8,7 @@
 # stop, on the last good source, until the host acts); with no host, the rack returns
 # to its preferred input once that has been healthy for a while.
 
+import micropython
 from micropython import const
 
 from firmware import relays as rm
@@ -125,6 +126,7 @@ class Protection:
         elif not self.host_present:
             self._maybe_return(active, now)
 
+    @micropython.native
     def _scan_current(self, amps, n, now):
         # any sample above the instantaneous pickup marks a fault current
         limit = self._inst_counts
@@ -135,6 +137,7 @@ class Protection:
                 self._fault_seen_at = now
                 return
 
+    @micropython.native
     def _measure_cycles(self, amps, n, now):
         """The output current's RMS over each nominal cycle, for the overload element and
         for what the relay would have to break."""

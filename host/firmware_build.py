@@ -51,3 +51,15 @@ def micropython_command() -> str:
     if found is None:
         raise BuildError("no micropython command: install the test extra (pip install -e '.[test]')")
     return found
+
+
+NATIVE_DECORATOR = "@micropython.native"
+
+
+def strip_native(source: str) -> str:
+    """The module as plain bytecode: its @micropython.native lines removed (benchmarks
+    compare it with the module as flashed)."""
+    kept = [line for line in source.splitlines(keepends=True) if line.strip() != NATIVE_DECORATOR]
+    if len(kept) == len(source.splitlines()):
+        raise BuildError(f"no {NATIVE_DECORATOR} lines to strip")
+    return "".join(kept)
