@@ -62,7 +62,7 @@ class SimUart:
 
 
 class SimHal:
-    def __init__(self, host, port, n_inputs, block, bus_ports=(), unique_id=b"\x00" * 8):
+    def __init__(self, host, port, n_inputs, block, bus_ports=(), unique_id=b"\x00" * 8, n_aux=0):
         address = socket.getaddrinfo(host, port)[0][-1]
         self._sock = socket.socket()
         self._sock.connect(address)
@@ -70,6 +70,7 @@ class SimHal:
         self.block = block
         self.volts = [array("h", bytearray(2 * block)) for _ in range(n_inputs)]
         self.amps = array("h", bytearray(2 * block))
+        self.aux = [array("h", bytearray(2 * block)) for _ in range(n_aux)]  # a monitor's sensors
         self._command = bytearray(b"S\x00\x01")  # the first exchange holds the coils
         self._header = bytearray(9)
         self._coils = 0
@@ -92,6 +93,8 @@ class SimHal:
         for v in self.volts:
             self._read_exact(v)
         self._read_exact(self.amps)
+        for a in self.aux:
+            self._read_exact(a)
 
     def _read_exact(self, buf):
         got = self._sock.readinto(buf)

@@ -66,7 +66,7 @@ class _Input:
         self.period_at = 0
         self.valid_periods = 0
         # results
-        self.rms = _Rms()
+        self.rms = Rms()
         self.voltage_mV = 0
         self.frequency_cHz = 0
         self.thd_dpct = 0
@@ -100,7 +100,7 @@ class Meter:
         self._o_sq_low = 0
         self._o_vi_high = 0
         self._o_vi_low = 0
-        self._out_rms = _Rms()
+        self._out_rms = Rms()
         self.current_mA = 0
         self.power_W = 0
         self.apparent_VA = 0
@@ -238,7 +238,7 @@ class Meter:
         if n == 0:
             return
         rms = ch.rms
-        _rms(ch.sum, ch.sq_high, ch.sq_low, n, rms)
+        window_rms(ch.sum, ch.sq_high, ch.sq_low, n, rms)
         ch.dc = rms.mean
         ch.voltage_mV = (rms.q * ch.m) >> (ch.k + rms.frac)
         if ch.valid_periods == _PERIODS:
@@ -301,7 +301,7 @@ class Meter:
 
     def _close_output(self, n, sum_i, sum_v, sq_high, sq_low, vi_high, vi_low):
         rms = self._out_rms
-        _rms(sum_i, sq_high, sq_low, n, rms)
+        window_rms(sum_i, sq_high, sq_low, n, rms)
         self.current_mA = (rms.q * self.out_m) >> (self.out_k + rms.frac)
         power = 0
         apparent = 0
@@ -346,8 +346,8 @@ class Meter:
         self._thd_state = 0
 
 
-class _Rms:
-    """Where _rms() leaves its results: returning a tuple would allocate."""
+class Rms:
+    """Where window_rms() leaves its results: returning a tuple would allocate."""
 
     def __init__(self):
         self.q = 0  # RMS in counts, Q(frac)
@@ -355,8 +355,8 @@ class _Rms:
         self.mean = 0  # DC in counts
 
 
-def _rms(total, sq_high, sq_low, n, out):
-    """RMS (offset removed) and mean of a window from its sums, into out (an _Rms)."""
+def window_rms(total, sq_high, sq_low, n, out):
+    """RMS (offset removed) and mean of a window from its sums, into out (an Rms)."""
     mean_sq = div_wide(sq_high, sq_low, n)
     frac = 0
     while frac < 7 and mean_sq < (_LIMIT_28 >> (2 * frac + 2)):

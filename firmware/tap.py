@@ -15,6 +15,7 @@ from firmware import relays as rm
 from firmware import reply, store
 from firmware.capture import Capture
 from firmware.framing import Decoder, Encoder
+from firmware.health import SourceHealth
 from firmware.hmac256 import Hmac, key_check, unwrap_key
 from firmware.loss import LossDetector
 from firmware.measure import Meter, scale_for
@@ -74,6 +75,10 @@ class Tap:
                 self.protection.set_alternates(k, cfg["rankings"][k - 1])
         self.protection.preferred = cfg["preferred"]
         self.capture = Capture(self.n + 1, board["capture_samples"], fs, board["nominal_hz"])
+        self.health = None
+        if board["role"] == catalog.ROLE_SOURCE_MONITOR:
+            self.health = SourceHealth(board["health_window"], int(board["mg_per_count"] * 256),
+                                       int(board["dc_volts_per_count"] * 65536))
         self.decoders = [Decoder() for _ in hal.uarts]
         self.rx = bytearray(64)
         self.encoder = Encoder()
@@ -106,6 +111,8 @@ class Tap:
         self.meter.process(hal.volts, hal.amps, self.board["block"])
         self.protection.process(hal.volts, hal.amps, self.board["block"], now)
         self.capture.record(hal.volts, hal.amps, self.board["block"])
+        if self.health is not None:
+            self.health.feed(hal.aux[0], hal.aux[1], self.board["block"])
         self.relays.step(now, _block_is_zero(hal.amps, self.board["block"], 20))
         self._log_protection()
         self._serve(now)
@@ -282,7 +289,9 @@ class Tap:
             return self._capture_info(msg_type), hmac
         if msg_type == catalog.T_CAPTURE_READ:
             return self._capture_read(f), hmac
-        return self._nak(catalog.E_NOT_SUPPORTED, self.board["role"]), hmac  # HEALTH: source monitors only
+        if self.health is None:
+            return self._nak(catalog.E_NOT_SUPPORTED, self.board["role"]), hmac  # HEALTH: monitors only
+        return self._health(self.health), hmac
 
     def _input_state(self, k):
         ch = self.meter.inputs[k - 1]
@@ -444,6 +453,19 @@ class Tap:
                                                    "total_bytes": c.total_bytes(), "data": b""})
         room = catalog.MAX_BODY - n - catalog.AUTH_LEN
         return n + c.read_into(self.encoder.body, n, f["offset"], min(f["length"], room))
+
+    def _health(self, h):
+        ok = 0x01  # the board's temperature sensor
+        if h.windows:
+            ok |= 0x02 | (0x04 if h.dc_volts > 0 else 0)
+        if self.meter.inputs[0].windows:
+            ok |= 0x08
+        return self._answer(catalog.T_HEALTH, {
+            "temperature_dC": self.hal.temperature_dC(), "vibration_rms_mg": min(h.vibration_rms_mg, 0xFFFF),
+            "vibration_kurtosis_milli": min(h.kurtosis_milli, 0xFFFF),
+            "vibration_crest_milli": min(h.crest_milli, 0xFFFF),
+            "ripple_dpct": min(h.ripple_dpct, 0xFFFF), "thd_dpct": self.meter.inputs[0].thd_dpct, "sensors_ok": ok,
+            "age_ms": min(h.since_window * 1000 // self.board["fs"], 0xFFFF)})
 
     def _read_events(self, f):
         found = []  # type: list[tuple[int, int, int, int]]

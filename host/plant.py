@@ -140,6 +140,45 @@ class Relay:
 
 
 @dataclass
+class Vibration:
+    """An accelerometer on a fan or a bearing: the shaft's running tone, broadband noise
+    and, as a bearing wears, periodic impacts that ring down (they raise kurtosis and
+    crest factor long before they raise the RMS)."""
+
+    tone_mg: float = 150.0  # RMS of the running tone
+    tone_hz: float = 24.5
+    noise_mg: float = 40.0  # RMS
+    impact_mg: float = 0.0  # peak of each impact
+    impact_hz: float = 87.0  # the defect frequency
+    ring_hz: float = 1800.0
+    ring_decay_s: float = 0.0015
+    mg_per_count: float = 2.0
+
+    def sample(self, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        x = self.tone_mg * math.sqrt(2) * np.sin(2 * math.pi * self.tone_hz * t)
+        x = x + rng.normal(0, self.noise_mg, t.size)
+        if self.impact_mg:
+            since = np.mod(t, 1 / self.impact_hz)
+            x = x + self.impact_mg * np.exp(-since / self.ring_decay_s) * np.sin(2 * math.pi * self.ring_hz * since)
+        return x / self.mg_per_count
+
+
+@dataclass
+class DcBus:
+    """A UPS's DC link or a battery string: its voltage and the ripple on it (at twice
+    the mains frequency, growing as the capacitors age)."""
+
+    volts: float = 400.0
+    ripple_rms_fraction: float = 0.01
+    ripple_hz: float = 100.0
+    volts_full_scale: float = 600.0
+
+    def sample(self, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        ripple = self.volts * self.ripple_rms_fraction * math.sqrt(2) * np.sin(2 * math.pi * self.ripple_hz * t)
+        return (self.volts + ripple) * ADC_MAX / self.volts_full_scale
+
+
+@dataclass
 class AdcScale:
     volts_full_scale: float = 400.0  # peak volts at ADC_MAX
     amps_full_scale: float = 450.0
@@ -161,6 +200,7 @@ class Plant:
         block: int = 4,
         adc: AdcScale | None = None,
         seed: int = 1,
+        aux: list[Vibration | DcBus] | None = None,
     ) -> None:
         if len(relays) != len(sources):
             raise ValueError("one relay per input")
@@ -170,6 +210,7 @@ class Plant:
         self.fs = fs
         self.block = block
         self.adc = adc or AdcScale()
+        self.aux = aux or []  # a source monitor's extra channels, after the current
         self.rng = np.random.default_rng(seed)
         self.sample_index = 0
         self._current = 0.0
@@ -220,11 +261,13 @@ class Plant:
         for k, relay in enumerate(self.relays):
             if relay.feedback(self.now_us, self.rng):
                 feedback |= 1 << k
-        return start_us, feedback, self._to_counts(volts, amps)
+        return start_us, feedback, self._to_counts(volts, amps, t)
 
-    def _to_counts(self, volts: np.ndarray, amps: np.ndarray) -> np.ndarray:
+    def _to_counts(self, volts: np.ndarray, amps: np.ndarray, t: np.ndarray) -> np.ndarray:
         scale_v = ADC_MAX / self.adc.volts_full_scale
         scale_a = ADC_MAX / self.adc.amps_full_scale
-        counts = np.vstack([volts * scale_v, amps[None, :] * scale_a])
+        channels = [volts * scale_v, amps[None, :] * scale_a]
+        channels += [signal.sample(t, self.rng)[None, :] for signal in self.aux]
+        counts = np.vstack(channels)
         counts += self.rng.normal(0, self.adc.noise_counts, counts.shape)
         return np.clip(np.round(counts), -ADC_MAX - 1, ADC_MAX).astype("<i2")

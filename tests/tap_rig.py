@@ -47,7 +47,7 @@ SIM_BOARD = {
 class SimTap:
     """Start with `with SimTap(tmp_path) as tap:`; tap.ask(frame) sends and returns the answer."""
 
-    def __init__(self, tmp_path: Path, plant: Plant | None = None, n_inputs: int = 2) -> None:
+    def __init__(self, tmp_path: Path, plant: Plant | None = None, n_inputs: int = 2, **board: Any) -> None:
         self.plant = plant or Plant(
             [Source(230), Source(230, phase_deg=-120)], Load(i_rms=16), [HONGFA_HFE20, HONGFA_HFE20], active=1
         )
@@ -57,7 +57,7 @@ class SimTap:
             flash_records.write_record(self.flash, "config.json", {"address": ADDRESS, "epoch": EPOCH})
             flash_records.write_record(self.flash, "key.json", {"key": KEY.hex()})
         self.board_file = tmp_path / "board.json"
-        self.board_file.write_text(json.dumps(SIM_BOARD | {"n_inputs": n_inputs}))
+        self.board_file.write_text(json.dumps(SIM_BOARD | {"n_inputs": n_inputs} | board))
         self.tree = tmp_path
         self.seq = 0
         self.counter = 100

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from host import messages
-from host.plant import Load, Plant, Source
+from host.plant import DcBus, Load, Plant, Source, Vibration
 from protocol import catalog
+from tests import int_guard
 from tests.protection_rig import HONGFA_HFE20
 from tests.tap_rig import ADDRESS, EPOCH, KEY, UNIQUE_ID, SimTap
 
@@ -145,5 +146,67 @@ def test_waveform_capture_now_and_around_an_event(tmp_path: Path, mpy_tree: Path
         _, around = _read_capture(rig, 9)
         envelope = np.abs(around[0]).reshape(-1, 80).max(axis=1)
         assert envelope[0] > 6000 and envelope[-1] < 100, "input 1 should be live, then lost"
+    finally:
+        rig.stop()
+
+
+def test_source_monitor_reports_health(tmp_path: Path, mpy_tree: Path) -> None:
+    vibration = Vibration(tone_mg=150, noise_mg=40, impact_mg=900, mg_per_count=2.0)
+    dc_bus = DcBus(volts=400, ripple_rms_fraction=0.012)
+    plant = Plant([Source(230, harmonics={5: 0.03})], Load(i_rms=0.0), [HONGFA_HFE20], aux=[vibration, dc_bus])
+    rig = SimTap(
+        tmp_path,
+        plant,
+        n_inputs=1,
+        role=1,
+        n_aux=2,
+        health_window=2048,
+        mg_per_count=2.0,
+        dc_volts_per_count=600 / 8191,
+        default_alternates=[0, 0, 0],
+    ).start(mpy_tree)
+    try:
+        time.sleep(0.5)
+        deadline = time.monotonic() + 5
+        while True:
+            health = rig.ask(rig.plain("HEALTH")).fields()
+            if health["sensors_ok"] == 0x0F:
+                break
+            assert time.monotonic() < deadline, f"sensors never all reported: {health}"
+    finally:
+        rig.stop()
+    t = np.arange(4000 * 4) / 4000
+    reference = np.round(vibration.sample(t, np.random.default_rng(5))) * 2.0
+    centred = reference - reference.mean()
+    rms = float(np.sqrt(np.mean(centred**2)))
+    kurtosis = float(np.mean(centred**4) / np.mean(centred**2) ** 2)
+    assert health["vibration_rms_mg"] == pytest.approx(rms, rel=0.03)
+    assert health["vibration_kurtosis_milli"] / 1000 == pytest.approx(kurtosis, rel=0.1)
+    assert health["vibration_crest_milli"] / 1000 == pytest.approx(np.abs(centred).max() / rms, rel=0.2)
+    assert health["ripple_dpct"] == pytest.approx(12, abs=1)
+    assert health["thd_dpct"] == pytest.approx(30, abs=5)
+    assert health["temperature_dC"] == 350 and health["age_ms"] < 600
+
+
+def test_health_arithmetic_stays_below_2_to_the_30(tmp_path: Path) -> None:
+    # full-scale impacts and a DC bus near full scale, through the instrumented modules
+    tree = int_guard.guarded_tree(tmp_path / "guarded", ("health.py", "measure.py", "fixedpoint.py"))
+    vibration = Vibration(tone_mg=4000, noise_mg=500, impact_mg=16000, mg_per_count=2.0)
+    plant = Plant([Source(282)], Load(i_rms=0.0), [HONGFA_HFE20], aux=[vibration, DcBus(volts=590)])
+    rig = SimTap(
+        tmp_path,
+        plant,
+        n_inputs=1,
+        role=1,
+        n_aux=2,
+        health_window=2048,
+        mg_per_count=2.0,
+        dc_volts_per_count=600 / 8191,
+        default_alternates=[0, 0, 0],
+    ).start(tree)
+    try:
+        time.sleep(0.5)
+        health = rig.ask(rig.plain("HEALTH")).fields()
+        assert health["vibration_rms_mg"] > 0
     finally:
         rig.stop()

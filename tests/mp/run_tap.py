@@ -14,7 +14,7 @@ def main():
     with open(sys.argv[5]) as f:
         board = json.loads(f.read())
     hal = SimHal("127.0.0.1", int(sys.argv[1]), board["n_inputs"], board["block"],
-                 (int(sys.argv[2]), int(sys.argv[3])), binascii.unhexlify(sys.argv[6]))
+                 (int(sys.argv[2]), int(sys.argv[3])), binascii.unhexlify(sys.argv[6]), board.get("n_aux", 0))
     resets = 0
     gc.collect()
     before = gc.mem_alloc()
