@@ -14,10 +14,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 ADC_MAX = 8191  # counts at full scale (14 bits signed after the driver)
+
+
+class SourceLike(Protocol):
+    """What the plant needs of an input: a synthesised Source or a recording."""
+
+    hz: float
+    phase_deg: float
+
+    def voltage(self, t: np.ndarray) -> np.ndarray: ...
+
+    def scale(self, t: float) -> float: ...
+
+
+class LoadLike(Protocol):
+    def current(self, t: float, source: SourceLike) -> float: ...
 
 
 @dataclass
@@ -72,7 +88,7 @@ class Load:
     steps: list[tuple[float, float]] = field(default_factory=list)  # (from s, new i_rms)
     fault: tuple[float, float, float] | None = None  # downstream short: (start s, end s, i_rms)
 
-    def current(self, t: float, source: Source) -> float:
+    def current(self, t: float, source: SourceLike) -> float:
         """Instantaneous current at t while connected to source. The supplies draw in
         proportion to what is left of the voltage, and nothing from a dead source."""
         scale = source.scale(t)
@@ -192,8 +208,8 @@ class Plant:
 
     def __init__(
         self,
-        sources: list[Source],
-        load: Load,
+        sources: list[SourceLike],
+        load: LoadLike,
         relays: list[RelaySpec],
         active: int = 1,
         fs: int = 4000,
