@@ -47,16 +47,6 @@ class SimUart:
                 more = 0
             sent += more or 0
 
-    def temperature_dC(self):
-        t = self._header[7] | (self._header[8] << 8)
-        return t - 0x10000 if t & 0x8000 else t
-
-    def unique_id(self):
-        return self._unique_id
-
-    def reset(self):
-        raise SimReset()
-
     def close(self):
         self._sock.close()
 

@@ -158,6 +158,7 @@ class Meter:
             count += 1
             since_q += _Q
             v = s - dc
+            cycle_ended = False
             if v < -hyst:
                 armed = True
             elif armed and prev < 0 <= v:
@@ -168,23 +169,14 @@ class Meter:
                 ch.since_q = since_q
                 ch.cross_q = ((((self.samples + j - 1) & _SAMPLE_WRAP) << 8) + frac) & _Q_WRAP
                 self._crossing(ch, period, record)
-                ch.cycles += 1
-                if ch.cycles >= WINDOW_CYCLES:
-                    ch.n = count
-                    ch.sum = total
-                    ch.sq_high = sq_high
-                    ch.sq_low = sq_low
-                    self._close_input(ch)
-                    dc = ch.dc
-                    count = 0
-                    total = 0
-                    sq_high = 0
-                    sq_low = 0
+                cycle_ended = True
             if since_q > max_cycle_q:
                 # no crossing for a whole slow period: a lost or DC input
                 since_q = 0
                 ch.valid_periods = 0
                 ch.seen_crossing = False
+                cycle_ended = True
+            if cycle_ended:
                 ch.cycles += 1
                 if ch.cycles >= WINDOW_CYCLES:
                     ch.n = count

@@ -218,3 +218,13 @@ class RelayMatrix:
     def _fault(self, k):
         self.state = FAULT
         self.fault_input = k
+
+
+def current_is_zero(amps, n, threshold):
+    """The output current read zero (within threshold counts) over a whole block: the
+    arc on parted contacts has gone out."""
+    for j in range(n):
+        a = amps[j]
+        if a > threshold or a < -threshold:
+            return False
+    return True

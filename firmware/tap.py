@@ -113,7 +113,7 @@ class Tap:
         self.capture.record(hal.volts, hal.amps, self.board["block"])
         if self.health is not None:
             self.health.feed(hal.aux[0], hal.aux[1], self.board["block"])
-        self.relays.step(now, _block_is_zero(hal.amps, self.board["block"], 20))
+        self.relays.step(now, rm.current_is_zero(hal.amps, self.board["block"], 20))
         self._log_protection()
         self._serve(now)
         if hal.ticks_diff(now, self._last_host) > catalog.HOST_TIMEOUT_S * 1000000:
@@ -488,11 +488,3 @@ class Tap:
         n = self.encoder.encode(length)
         self._pending_buf[:n] = self.encoder.out[:n]
         self._pending = (bus, now + slot * f["slot_ms"] * 1000, n)
-
-
-def _block_is_zero(amps, n, threshold):
-    for j in range(n):
-        a = amps[j]
-        if a > threshold or a < -threshold:
-            return False
-    return True

@@ -6,15 +6,13 @@ percentage points; no allocation per block; no intermediate at or above 2**30.""
 from __future__ import annotations
 
 import math
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from host import firmware_build
 from tests import int_guard
-from tests.conftest import BOARD_HEAP, MP_SCRIPTS, json_lines
+from tests.conftest import json_lines, micropython_runner
 from tests.measure_signals import MA_PER_COUNT, MV_PER_COUNT, W_PER_COUNT2, Wave, ac_rms, write_stream
 
 SECONDS = 3.0
@@ -115,23 +113,9 @@ def test_no_intermediate_reaches_2_to_the_30(case: str, tmp_path: Path) -> None:
     assert "_g(" in (tree / "firmware" / "measure.py").read_text()
     inputs, current = WORST_CASES[case]
     config, samples, _, _ = write_stream(tmp_path, inputs, current, 2.0)
-    result = subprocess.run(
-        [
-            firmware_build.micropython_command(),
-            "-X",
-            f"heapsize={BOARD_HEAP}",
-            str(MP_SCRIPTS / "meter_run.py"),
-            str(config),
-            str(samples),
-        ],
-        capture_output=True,
-        text=True,
-        env={"MICROPYPATH": str(tree)},
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert len(json_lines(result.stdout)) > 10
+    guarded = micropython_runner(tree)
+    assert len(json_lines(guarded("meter_run.py", str(config), str(samples)))) > 10
+
 
 
 def test_the_guard_catches_a_wide_intermediate() -> None:

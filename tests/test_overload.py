@@ -7,14 +7,12 @@ intermediate beyond a 32-bit small int."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from host import firmware_build
 from tests import int_guard
-from tests.conftest import BOARD_HEAP, MP_SCRIPTS, json_lines
+from tests.conftest import json_lines, micropython_runner
 
 CURVES = {1: (0.14, 0.02), 2: (13.5, 1.0), 3: (80.0, 2.0)}
 CYCLE_DT = 80  # quarter milliseconds in a 50 Hz cycle
@@ -127,19 +125,6 @@ def test_no_intermediate_reaches_2_to_the_30(tmp_path: Path, tms_milli: int) -> 
     ]
     path = tmp_path / "cases.jsonl"
     path.write_text("".join(json.dumps(c) + "\n" for c in cases))
-    result = subprocess.run(
-        [
-            firmware_build.micropython_command(),
-            "-X",
-            f"heapsize={BOARD_HEAP}",
-            str(MP_SCRIPTS / "overload_run.py"),
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        env={"MICROPYPATH": str(tree)},
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert len(json_lines(result.stdout)) == len(cases)
+    guarded = micropython_runner(tree)
+    assert len(json_lines(guarded("overload_run.py", str(path)))) == len(cases)
+

@@ -150,21 +150,25 @@ def test_waveform_capture_now_and_around_an_event(tmp_path: Path, mpy_tree: Path
         rig.stop()
 
 
+def _monitor(tmp_path: Path, tree: Path, source: Source, vibration: Vibration, dc_bus: DcBus) -> SimTap:
+    """A tap in the monitor role on one source, with an accelerometer and a DC bus."""
+    plant = Plant([source], Load(i_rms=0.0), [HONGFA_HFE20], aux=[vibration, dc_bus])
+    board = {
+        "role": 1,
+        "n_aux": 2,
+        "health_window": 2048,
+        "mg_per_count": vibration.mg_per_count,
+        "dc_volts_per_count": dc_bus.volts_full_scale / 8191,
+        "default_alternates": [0, 0, 0],
+    }
+    return SimTap(tmp_path, plant, n_inputs=1, **board).start(tree)
+
+
 def test_source_monitor_reports_health(tmp_path: Path, mpy_tree: Path) -> None:
     vibration = Vibration(tone_mg=150, noise_mg=40, impact_mg=900, mg_per_count=2.0)
-    dc_bus = DcBus(volts=400, ripple_rms_fraction=0.012)
-    plant = Plant([Source(230, harmonics={5: 0.03})], Load(i_rms=0.0), [HONGFA_HFE20], aux=[vibration, dc_bus])
-    rig = SimTap(
-        tmp_path,
-        plant,
-        n_inputs=1,
-        role=1,
-        n_aux=2,
-        health_window=2048,
-        mg_per_count=2.0,
-        dc_volts_per_count=600 / 8191,
-        default_alternates=[0, 0, 0],
-    ).start(mpy_tree)
+    rig = _monitor(
+        tmp_path, mpy_tree, Source(230, harmonics={5: 0.03}), vibration, DcBus(volts=400, ripple_rms_fraction=0.012)
+    )
     try:
         time.sleep(0.5)
         deadline = time.monotonic() + 5
@@ -192,21 +196,46 @@ def test_health_arithmetic_stays_below_2_to_the_30(tmp_path: Path) -> None:
     # full-scale impacts and a DC bus near full scale, through the instrumented modules
     tree = int_guard.guarded_tree(tmp_path / "guarded", ("health.py", "measure.py", "fixedpoint.py"))
     vibration = Vibration(tone_mg=4000, noise_mg=500, impact_mg=16000, mg_per_count=2.0)
-    plant = Plant([Source(282)], Load(i_rms=0.0), [HONGFA_HFE20], aux=[vibration, DcBus(volts=590)])
-    rig = SimTap(
-        tmp_path,
-        plant,
-        n_inputs=1,
-        role=1,
-        n_aux=2,
-        health_window=2048,
-        mg_per_count=2.0,
-        dc_volts_per_count=600 / 8191,
-        default_alternates=[0, 0, 0],
-    ).start(tree)
+    rig = _monitor(tmp_path, tree, Source(282), vibration, DcBus(volts=590))
     try:
         time.sleep(0.5)
         health = rig.ask(rig.plain("HEALTH")).fields()
         assert health["vibration_rms_mg"] > 0
     finally:
         rig.stop()
+
+
+def test_switch_is_break_before_make_within_the_relay_times(tmp_path: Path, mpy_tree: Path) -> None:
+    plant = Plant(
+        [Source(230), Source(240, phase_deg=-120, harmonics={3: 0.03})], Load(i_rms=16, lag_deg=20), [HONGFA_HFE20] * 2
+    )
+    plant.keep_trace = True
+    rig = SimTap(tmp_path, plant).start(mpy_tree)
+    try:
+        fields = _wait_measured(rig)
+        assert fields["inputs"][1]["thd_dpct"] == pytest.approx(30, abs=5)
+        assert rig.ask(rig.signed("SWITCH", {"expected_input": 1, "target_input": 2})).type == catalog.T_ACK
+        rig.wait_active(2)
+    finally:
+        rig.stop()
+    assert plant.parallel_events == []
+    # the rack went without a source only from the old contacts' arc to the new ones closing
+    dark = [t for t, conducting, _, _ in plant.trace if conducting == 0]
+    relay = HONGFA_HFE20
+    assert 0 < len(dark) / plant.fs <= (10_000 + relay.operate_us + 2_000) / 1e6
+
+
+def test_a_relay_that_will_not_close_returns_the_rack_to_its_source(tmp_path: Path, mpy_tree: Path) -> None:
+    plant = Plant([Source(230), Source(230, phase_deg=-120)], Load(i_rms=8), [HONGFA_HFE20] * 2)
+    plant.relays[1].dead = True
+    rig = SimTap(tmp_path, plant).start(mpy_tree)
+    try:
+        _wait_measured(rig)
+        assert rig.ask(rig.signed("SWITCH", {"expected_input": 1, "target_input": 2})).type == catalog.T_ACK
+        time.sleep(0.5)
+        status = rig.wait_active(1)
+        assert status["relays_closed"] == 1
+    finally:
+        rig.stop()
+    assert plant.relays[0].conducting and plant.parallel_events == []
+    assert [k for _, k, closed in plant.commands if closed] == [2, 1]  # tried 2, went back to 1

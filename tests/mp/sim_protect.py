@@ -13,14 +13,6 @@ from firmware.overload import Overload
 from firmware.protection import Protection, Settings
 
 
-def block_is_zero(amps, n, threshold):
-    for j in range(n):
-        a = amps[j]
-        if a > threshold or a < -threshold:
-            return False
-    return True
-
-
 def main():
     with open(sys.argv[2]) as f:
         cfg = json.loads(f.read())
@@ -60,7 +52,7 @@ def main():
         before = gc.mem_alloc()
         meter.process(hal.volts, hal.amps, block)
         protection.process(hal.volts, hal.amps, block, now)
-        relays.step(now, block_is_zero(hal.amps, block, cfg["zero_counts"]))
+        relays.step(now, rm.current_is_zero(hal.amps, block, cfg["zero_counts"]))
         spent = gc.mem_alloc() - before
         gc.enable()
         if step >= 100:  # after start-up
