@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from host import flash_records, framing, messages
+from host import boards, flash_records, framing, messages
 from host.firmware_build import micropython_command
-from host.plant import ADC_MAX, AdcScale, Load, Plant, Source
+from host.plant import Load, Plant, Source
 from host.plant_server import PlantServer
 from tests.conftest import BOARD_HEAP, MP_SCRIPTS
-from tests.measure_signals import MA_PER_COUNT, MV_PER_COUNT
 from tests.protection_rig import HONGFA_HFE20
 
 KEY = bytes(range(32))
@@ -24,24 +23,7 @@ UNIQUE_ID = bytes.fromhex("e6614104037a5c2b")
 ADDRESS = 17
 EPOCH = 3
 
-SIM_BOARD = {
-    "name": "sim",
-    "role": 0,
-    "n_inputs": 2,
-    "fs": 4000,
-    "block": 4,
-    "nominal_hz": 50,
-    "mV_per_count": MV_PER_COUNT,
-    "mA_per_count": MA_PER_COUNT,
-    "counts_per_amp_q8": int(ADC_MAX / AdcScale().amps_full_scale * 256),
-    "operate_us": HONGFA_HFE20.operate_us,
-    "release_us": HONGFA_HFE20.release_us,
-    "bounce_us": HONGFA_HFE20.bounce_us,
-    "breaking_mA": 40_000,
-    "loss_fraction": 0.7,
-    "default_alternates": [2, 0, 0],
-    "capture_samples": 800,
-}
+SIM_BOARD = boards.by_name("sim").firmware_parameters()
 
 
 class SimTap:
