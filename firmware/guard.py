@@ -33,6 +33,7 @@ class Guard:
         self.epoch = epoch
         self.counter = counter  # the last counter accepted
         self.auth_failures = 0
+        self.paused = False  # tag checks paused after a flood of bad tags (the caller times it)
         self.detail = 0
         # the request being admitted
         self.type = 0
@@ -103,6 +104,8 @@ class Guard:
         self.auth_counter = counter
         if self._find_cached(epoch, tag):
             return CACHED
+        if self.paused:
+            return self._refuse(catalog.E_BUSY, 0)
         if not self.hmac.tag_ok(memoryview(body)[: n - _TAG_LEN], tag, _TAG_LEN):
             self.auth_failures += 1
             return self._refuse(catalog.E_BAD_TAG, 0)

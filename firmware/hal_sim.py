@@ -52,7 +52,8 @@ class SimUart:
 
 
 class SimHal:
-    def __init__(self, host, port, n_inputs, block, bus_ports=(), unique_id=b"\x00" * 8, n_aux=0):
+    def __init__(self, host, port, n_inputs, block, bus_ports=(), unique_id=b"\x00" * 8, n_aux=0,
+                 watchdog_ms=0):
         address = socket.getaddrinfo(host, port)[0][-1]
         self._sock = socket.socket()
         self._sock.connect(address)
@@ -68,7 +69,11 @@ class SimHal:
         self._now = 0
         self._unique_id = unique_id
         self.uarts = [SimUart(host, p) for p in bus_ports]
+        self._watchdog_us = watchdog_ms * 1000  # 0: no watchdog
+        self._fed_at = 0
+        self.watchdog_resets = 0
         self.exchange()
+        self._fed_at = self._now
         self._coils = self._header[5]  # the coil latch, read back: it held through the reset
         self._command[2] = 0
 
@@ -85,6 +90,11 @@ class SimHal:
         self._read_exact(self.amps)
         for a in self.aux:
             self._read_exact(a)
+        if self._watchdog_us and self.ticks_diff(self._now, self._fed_at) > self._watchdog_us:
+            # the watchdog bites: the MCU resets; the relays and the plant carry on
+            self._fed_at = self._now
+            self.watchdog_resets += 1
+            raise SimReset()
 
     def _read_exact(self, buf):
         got = self._sock.readinto(buf)
@@ -123,7 +133,11 @@ class SimHal:
     def unique_id(self):
         return self._unique_id
 
+    def wdt_feed(self):
+        self._fed_at = self._now
+
     def reset(self):
+        self._fed_at = self._now  # the watchdog starts again with the firmware
         raise SimReset()
 
     def close(self):

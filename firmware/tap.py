@@ -5,7 +5,8 @@
 # nominal_hz, mV_per_count, mA_per_count, counts_per_amp_q8, operate_us, release_us,
 # bounce_us, breaking_mA, loss_fraction, default_alternates.
 # hal: exchange(), volts, amps, ticks_us(), ticks_diff(), drive/coil/feedback(k),
-# unique_id(), uarts (one per bus: readinto(buf) -> n or None, write(buf, n)), reset().
+# unique_id(), temperature_dC(), uarts (one per bus: readinto(buf) -> n or 0,
+# write(buf, n)), wdt_feed(), reset().
 
 import binascii
 
@@ -27,6 +28,8 @@ FIRMWARE_VERSION = (0, 1, 0)
 _LIMIT_FIELDS = ("curve", "pickup_mA", "tms_milli", "instantaneous_mA", "undervoltage_mV", "overvoltage_mV",
                  "frequency_low_cHz", "frequency_high_cHz", "thd_max_dpct")
 _SIGNED_REFUSALS = (catalog.E_STALE_EPOCH, catalog.E_EPOCH_NOT_RAISED, catalog.E_REPLAY, catalog.E_OUT_OF_RANGE)
+_BAD_TAGS_BEFORE_PAUSE = 8  # SPEC.md: then tag checks stop for a second
+_PAUSE_US = 1000000
 
 
 def _defaults(board):
@@ -84,6 +87,8 @@ class Tap:
         self.encoder = Encoder()
         self._last_host = now
         self._host_alive = False
+        self._bad_tags = 0
+        self._paused_at = 0
         self._pending = None  # a discovery answer waiting for its slot: (bus, due_us, length)
         self._pending_buf = bytearray(catalog.MAX_ENCODED + 1)
         self._seen_transfers = 0
@@ -116,10 +121,14 @@ class Tap:
         self.relays.step(now, rm.current_is_zero(hal.amps, self.board["block"], 20))
         self._log_protection()
         self._serve(now)
+        if self.guard.paused and hal.ticks_diff(now, self._paused_at) >= _PAUSE_US:
+            self.guard.paused = False
+            self._bad_tags = 0
         if hal.ticks_diff(now, self._last_host) > catalog.HOST_TIMEOUT_S * 1000000:
             self.alarms |= catalog.ALARM_HOST_LOST
         if self.relays.state == rm.FAULT:
             self.alarms |= catalog.ALARM_RELAY_MISMATCH
+        hal.wdt_feed()  # sampling, protection and both buses have all run this block
 
     def _event(self, code, input_index, value):
         self.events.log(self.uptime_ms, code, input_index, value)
@@ -177,6 +186,10 @@ class Tap:
             if verdict == catalog.E_BAD_TAG:
                 self._event(catalog.EV_AUTH_FAILURE, 0, verdict)
                 self.alarms |= catalog.ALARM_AUTH_FAILURES
+                self._bad_tags += 1
+                if self._bad_tags >= _BAD_TAGS_BEFORE_PAUSE:
+                    guard.paused = True  # a flood: stop paying for tag checks for a while
+                    self._paused_at = now
             length = reply.nak(out, guard.address, guard.seq, guard.type, verdict, guard.detail)
             if signed and verdict in _SIGNED_REFUSALS:
                 length = self._sign_and_remember(length, self.hmac)
@@ -188,6 +201,8 @@ class Tap:
         except layout.LayoutError:
             fields = None
         hmac = self.hmac
+        if message.authenticated:
+            self._bad_tags = 0
         if fields is None:
             length = reply.nak(out, guard.address, guard.seq, guard.type, catalog.E_BAD_LENGTH,
                                message.request.size)

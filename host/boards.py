@@ -68,6 +68,7 @@ class Board:
             "loss_fraction": adc["loss_fraction"],
             "default_alternates": list(raw["protection"]["default_alternates"]),
             "capture_samples": adc["capture_samples"],
+            "watchdog_ms": raw["watchdog"]["timeout_ms"],
         }
         if role == "source_monitor":
             monitor = raw["monitor"]

@@ -44,7 +44,7 @@ class SimTap:
         self.seq = 0
         self.counter = 100
 
-    def start(self, mpy_tree: Path) -> SimTap:
+    def start(self, mpy_tree: Path, hang_at_step: int | None = None) -> SimTap:
         self.server = PlantServer(self.plant)
         self.thread = self.server.start()
         self.buses = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
@@ -59,6 +59,7 @@ class SimTap:
                 str(self.flash),
                 str(self.board_file),
                 UNIQUE_ID.hex(),
+                *([] if hang_at_step is None else [str(hang_at_step)]),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

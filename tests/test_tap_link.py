@@ -239,3 +239,37 @@ def test_a_relay_that_will_not_close_returns_the_rack_to_its_source(tmp_path: Pa
         rig.stop()
     assert plant.relays[0].conducting and plant.parallel_events == []
     assert [k for _, k, closed in plant.commands if closed] == [2, 1]  # tried 2, went back to 1
+
+
+def test_a_watchdog_reset_never_drops_the_rack(tmp_path: Path, mpy_tree: Path) -> None:
+    plant = Plant([Source(230), Source(230, phase_deg=-120)], Load(i_rms=16), [HONGFA_HFE20] * 2)
+    plant.keep_trace = True
+    rig = SimTap(tmp_path, plant).start(mpy_tree, hang_at_step=300)  # hangs 0.3 s in; the watchdog is 500 ms
+    try:
+        time.sleep(0.5)
+        ident = rig.ask(rig.plain("IDENTIFY")).fields()  # answered by the firmware after its reset
+        assert ident["address"] == ADDRESS
+        events = rig.ask(rig.plain("READ_EVENTS", {"since": 0, "max_count": 5})).fields()
+        assert events["events"][0]["code"] == catalog.EV_BOOT
+    finally:
+        summary = rig.stop()
+    assert summary["watchdog_resets"] == 1
+    assert plant.commands == [] and all(conducting == 1 for _, conducting, _, _ in plant.trace)
+
+
+def test_a_flood_of_bad_tags_pauses_tag_checks(tap: SimTap) -> None:
+    for _ in range(8):
+        forged = tap.ask(
+            tap.signed(
+                "SET_ALTERNATES", {"for_input": 1, "alternate_1": 2, "alternate_2": 0, "alternate_3": 0}, key=bytes(32)
+            )
+        ).fields()
+        assert forged["error"] == catalog.E_BAD_TAG
+    genuine = {"for_input": 1, "alternate_1": 2, "alternate_2": 0, "alternate_3": 0}
+    assert tap.ask(tap.signed("SET_ALTERNATES", genuine)).fields()["error"] == catalog.E_BUSY
+    deadline = time.monotonic() + 10
+    while True:
+        answer = tap.ask(tap.signed("SET_ALTERNATES", genuine))
+        if answer.type == catalog.T_ACK:
+            break
+        assert answer.fields()["error"] == catalog.E_BUSY and time.monotonic() < deadline

@@ -1,6 +1,7 @@
 # Runs on MicroPython: the tap application on the sim board until the host closes bus A.
-# argv: plant port, bus A port, bus B port, flash directory, board JSON file, unique id hex.
-# An MCU reset (RESET command) restarts the firmware on the same hardware.
+# argv: plant port, bus A port, bus B port, flash directory, board JSON file, unique id
+# hex, and optionally a step at which the firmware hangs (only the ADC's DMA goes on)
+# until the watchdog resets it. An MCU reset restarts the firmware on the same hardware.
 import binascii
 import gc
 import json
@@ -14,7 +15,10 @@ def main():
     with open(sys.argv[5]) as f:
         board = json.loads(f.read())
     hal = SimHal("127.0.0.1", int(sys.argv[1]), board["n_inputs"], board["block"],
-                 (int(sys.argv[2]), int(sys.argv[3])), binascii.unhexlify(sys.argv[6]), board.get("n_aux", 0))
+                 (int(sys.argv[2]), int(sys.argv[3])), binascii.unhexlify(sys.argv[6]), board.get("n_aux", 0),
+                 board.get("watchdog_ms", 0))
+    hang_at = int(sys.argv[7]) if len(sys.argv) > 7 else -1
+    steps = 0
     resets = 0
     gc.collect()
     before = gc.mem_alloc()
@@ -23,6 +27,10 @@ def main():
     heap_used = gc.mem_alloc() - before
     while not hal.uarts[0].closed:
         try:
+            steps += 1
+            if steps == hang_at:
+                while True:
+                    hal.exchange()  # a hung main loop: nothing feeds the watchdog
             tap.step()
         except SimReset:
             resets += 1
@@ -30,7 +38,8 @@ def main():
             gc.collect()
             tap = Tap(hal, board, sys.argv[4])
     hal.close()
-    print(json.dumps({"resets": resets, "active": tap.relays.active, "tap_heap_bytes": heap_used,
+    print(json.dumps({"resets": resets, "watchdog_resets": hal.watchdog_resets, "active": tap.relays.active,
+                      "tap_heap_bytes": heap_used,
                       "heap_free_bytes": gc.mem_free()}))
 
 
