@@ -46,12 +46,18 @@ def instrument(source: str) -> str:
 
 
 def guarded_tree(dest: Path, modules: tuple[str, ...]) -> Path:
-    """dest/firmware/ with the named modules instrumented and the rest as they are."""
-    (dest / "firmware").mkdir(parents=True)
-    for source in (firmware_build.ROOT / "firmware").glob("*.py"):
-        text = source.read_text()
-        (dest / "firmware" / source.name).write_text(instrument(text) if source.name in modules else text)
-    (dest / "protocol").mkdir()
-    for source in (firmware_build.ROOT / "protocol").glob("*.py"):
-        (dest / "protocol" / source.name).write_text(source.read_text())
-    return dest
+    """dest/ holding the firmware compiled as flashed (mpy-cross, x64), with the named
+    modules instrumented before compiling. Compiled, so that importing them costs the
+    MicroPython heap no more than the real modules do."""
+    sources = dest / "src"
+    for package in firmware_build.PACKAGES:
+        (sources / package).mkdir(parents=True)
+        for source in (firmware_build.ROOT / package).glob("*.py"):
+            text = source.read_text()
+            if package == "firmware" and source.name in modules:
+                text = instrument(text)
+            (sources / package / source.name).write_text(text)
+    tree = dest / "mpy"
+    firmware_build.compile_tree(tree, firmware_build.ARCH_UNIX_X64, root=sources,
+                                modules=firmware_build.sources(sources))
+    return tree
