@@ -36,6 +36,9 @@ class Settings:
         self.unhealthy_delay_ms = 500  # an input out of limits this long is left
         self.max_transfers_per_minute = 4
         self.return_delay_s = 300  # with no host, the preferred input healthy this long: go back (<= 500)
+        self.min_dwell_s = 10  # after a transfer, no planned or delayed one before this (a loss still moves at once)
+        self.phase_window_cdeg = 3000  # a planned transfer between live sources waits for this phase difference
+        self.phase_wait_ms = 2000  # ... at most this long, then goes ahead
 
 
 class Protection:
@@ -63,6 +66,11 @@ class Protection:
         self._unhealthy = False
         self._preferred_since = 0
         self._preferred_ok = False
+        self._last_transfer_at = 0
+        self._any_transfer = False
+        self._planned_target = 0  # a planned transfer waiting for its phase window
+        self._planned_fallback = 0
+        self._planned_since = 0
         self.transfers = 0
         self.trips = 0
         self.blocked_transfers = 0
@@ -120,11 +128,45 @@ class Protection:
         if not active or self.relays.state != rm.IDLE:
             return
         if lost_active or self.detectors[active - 1].lost:
+            self._planned_target = 0  # a loss overrides a planned transfer
             self._on_loss(active, now)
+        elif self._planned_target:
+            self._step_planned(active, now)
         elif self._out_of_limits_too_long(active, now):
-            self._transfer_away(active, now)
+            if self._dwelt(now):
+                self._transfer_away(active, now)
         elif not self.host_present:
             self._maybe_return(active, now)
+
+    def request_planned(self, target, fallback, now):
+        """A transfer between live sources (the host's SWITCH, a return to the preferred
+        input): at once if their phases are within the window, else when they drift into
+        it, or after phase_wait_ms."""
+        self._planned_target = target
+        self._planned_fallback = fallback
+        self._planned_since = now
+        active = self.relays.active
+        if active and self.relays.state == rm.IDLE:
+            self._step_planned(active, now)
+
+    def planned_pending(self):
+        return self._planned_target
+
+    def _step_planned(self, active, now):
+        target = self._planned_target
+        difference = (self.meter.phase_cdeg(target) - self.meter.phase_cdeg(active) + 18000) % 36000 - 18000
+        waited = self._diff(now, self._planned_since) >= self.settings.phase_wait_ms * 1000
+        if -self.settings.phase_window_cdeg <= difference <= self.settings.phase_window_cdeg or waited:
+            self._planned_target = 0
+            if self.relays.request(target, self._planned_fallback, now) == rm.OK:
+                self._note_transfer(now)
+
+    def _note_transfer(self, now):
+        self._last_transfer_at = now
+        self._any_transfer = True
+
+    def _dwelt(self, now):
+        return not self._any_transfer or self._diff(now, self._last_transfer_at) >= self.settings.min_dwell_s * 1000000
 
     @micropython.native
     def _scan_current(self, amps, n, now):
@@ -196,21 +238,30 @@ class Protection:
                 return
 
     def _automatic(self, active, target, fallback, now):
-        # the limit counts the automatic transfers of the last minute
+        if self._chatter(now):
+            return
+        if self.relays.request(target, fallback, now) == rm.OK:
+            self._note_transfer(now)
+            self._count_automatic(now)
+            self.transfers += 1
+            self.last_transfer_from = active
+            self.last_transfer_to = target
+
+    def _chatter(self, now):
+        """True (and the state CHATTER) once the automatic transfers of the last minute reach the limit."""
         limit = self.settings.max_transfers_per_minute
         if self._recent_count >= limit:
             oldest = self._recent[(self._recent_at - limit) % len(self._recent)]
             if self._diff(now, oldest) < _MINUTE_US:
                 self.state = catalog.PROT_CHATTER  # stay on the last good source; the host decides
                 self.blocked_transfers += 1
-                return
-        if self.relays.request(target, fallback, now) == rm.OK:
-            self._recent[self._recent_at] = now
-            self._recent_at = (self._recent_at + 1) % len(self._recent)
-            self._recent_count += 1
-            self.transfers += 1
-            self.last_transfer_from = active
-            self.last_transfer_to = target
+                return True
+        return False
+
+    def _count_automatic(self, now):
+        self._recent[self._recent_at] = now
+        self._recent_at = (self._recent_at + 1) % len(self._recent)
+        self._recent_count += 1
 
     def _limits_ok(self, k):
         ch = self.meter.inputs[k - 1]
@@ -238,6 +289,16 @@ class Protection:
             self._preferred_ok = True
             self._preferred_since = now
             return
-        if self._diff(now, self._preferred_since) >= self.settings.return_delay_s * 1000000:
+        if self._diff(now, self._preferred_since) >= self.settings.return_delay_s * 1000000 and self._dwelt(now):
             self._preferred_ok = False
-            self._automatic(active, preferred, active, now)
+            self._automatic_planned(active, preferred, now)
+
+    def _automatic_planned(self, active, target, now):
+        # counted against the chatter limit like any automatic transfer, timed by the phase window
+        if self._chatter(now):
+            return
+        self._count_automatic(now)
+        self.transfers += 1
+        self.last_transfer_from = active
+        self.last_transfer_to = target
+        self.request_planned(target, active, now)

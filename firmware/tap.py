@@ -389,9 +389,13 @@ class Tap:
             return self._nak(catalog.E_DOWNSTREAM_FAULT, state)
         if target and target != expected and not self.protection.healthy(target):
             return self._nak(catalog.E_SOURCE_UNHEALTHY, self._input_state(target))
+        if self.protection.planned_pending():
+            return self._nak(catalog.E_BUSY, self.protection.planned_pending())
         if target != expected:
             fallback = expected if expected and self.protection.healthy(expected) else 0
-            if self.relays.request(target, fallback, now) != rm.OK:
+            if expected and target:
+                self.protection.request_planned(target, fallback, now)  # two live sources: mind the phase
+            elif self.relays.request(target, fallback, now) != rm.OK:
                 return self._nak(catalog.E_INTERNAL, self.relays.state)
             self._event(catalog.EV_COMMAND, target, catalog.T_SWITCH)
         self.protection.clear_chatter()

@@ -164,14 +164,15 @@ def test_return_to_the_preferred_source_only_without_a_host(
         2.6,
         preferred=1,
         host_present=host_present,
-        board_settings={"return_delay_s": 1},
+        # locked 120 degrees apart, the phase window never comes: go after waiting 300 ms
+        board_settings={"return_delay_s": 1, "min_dwell_s": 1, "phase_wait_ms": 300},
     )
     result, plant = run(micropython, tmp_path, scenario)
     assert result["active"] == (1 if returns else 2)
     assert result["transfers"] == (2 if returns else 1)
     if returns:
         back = [us / 1e6 for us, k, closed in plant.commands if k == 1 and closed]
-        assert back and back[-1] >= 0.8 + 1.0
+        assert back and back[-1] >= 0.8 + 1.0 + 0.3
     assert plant.parallel_events == []
 
 
@@ -187,3 +188,19 @@ def test_measure_protect_and_switch_allocate_nothing_per_block(micropython, tmp_
     assert result["transfers"] == 1
     assert result["measured_blocks"] == 900
     assert result["allocated"] == 0, f"{result['allocated']} bytes over {result['measured_blocks']} blocks"
+
+
+def test_delayed_transfers_wait_for_the_minimum_dwell(micropython, tmp_path: Path) -> None:
+    # input 2 goes over-voltage 0.1 s after the rack was moved onto it: with a 1 s dwell
+    # the tap stays until the dwell is over, then leaves (input 1 is back by then)
+    scenario = Scenario(
+        [Source(230, lost_at_s=0.6, restored_at_s=0.7), Source(230, phase_deg=-120, sags=[(0.7, 3.0, 270 / 230)])],
+        Load(i_rms=10),
+        HONGFA_HFE20,
+        2.2,
+        board_settings={"min_dwell_s": 1},
+    )
+    result, plant = run(micropython, tmp_path, scenario)
+    assert result["transfers"] == 2 and result["active"] == 1
+    second = [us / 1e6 for us, k, closed in plant.commands if k == 2 and not closed]
+    assert second and second[0] >= 0.6 + 1.0

@@ -273,3 +273,26 @@ def test_a_flood_of_bad_tags_pauses_tag_checks(tap: SimTap) -> None:
         if answer.type == catalog.T_ACK:
             break
         assert answer.fields()["error"] == catalog.E_BUSY and time.monotonic() < deadline
+
+
+@pytest.mark.parametrize(("hz_2", "waits"), [(50.5, False), (50.0, True)])
+def test_a_planned_switch_waits_for_the_phase_window(tmp_path: Path, mpy_tree: Path, hz_2: float, waits: bool) -> None:
+    # 50.5 Hz drifts 180 degrees a second against 50 Hz: the window (30 degrees) comes;
+    # locked 120 degrees apart it never does, and the tap goes after phase_wait_ms (2 s)
+    plant = Plant([Source(230), Source(230, hz=hz_2, phase_deg=-120)], Load(i_rms=10), [HONGFA_HFE20] * 2)
+    rig = SimTap(tmp_path, plant).start(mpy_tree)
+    try:
+        _wait_measured(rig)
+        assert rig.ask(rig.signed("SWITCH", {"expected_input": 1, "target_input": 2})).type == catalog.T_ACK
+        busy = rig.ask(rig.signed("SWITCH", {"expected_input": 1, "target_input": 2})).fields()
+        rig.wait_active(2, timeout=20)
+    finally:
+        rig.stop()
+    opened_us = next(us for us, k, closed in plant.commands if k == 1 and not closed)
+    t = opened_us / 1e6
+    difference = ((360 * (hz_2 - 50) * t - 120 + 180) % 360) - 180
+    if waits:
+        assert busy["error"] == catalog.E_BUSY  # the first switch is still waiting for its window
+        assert abs(difference) > 90  # it went anyway, after the wait
+    else:
+        assert abs(difference) <= 30 + 5
