@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
-from host import framing, inspect_frames, messages
+from host import framing, inspect_frames, messages, risk
+from host.site.scenario import ScenarioError
 from protocol import catalog
 
 DEMO_KEY = bytes(range(32))  # a published test key: the demo moves no real relay
@@ -22,7 +24,7 @@ def main() -> None:
     except click.ClickException as exc:
         click.echo(f"ibt: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
-    except messages.ProtocolError as exc:
+    except (messages.ProtocolError, ScenarioError) as exc:
         click.echo(f"ibt: {exc}", err=True)
         sys.exit(1)
 
@@ -147,6 +149,23 @@ def list_messages(as_json: bool) -> None:
         for r in rows
     )
     _emit(rows, as_json, text)
+
+
+@cli.command("risk")
+@click.option("--scenario", "scenario_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=risk.DEFAULT_SCENARIO, show_default="scenarios/fault_families.toml",
+              help="A site scenario (TOML) to run on the site simulator.")
+@click.option("--days", type=click.FloatRange(0.5, 60), default=6.0, show_default=True, help="Simulated days to run.")
+@click.option("--json", "as_json", is_flag=True)
+def risk_command(scenario_path: Path, days: float, as_json: bool) -> None:
+    """List the sources by predicted fault risk, with the signal and reason behind it."""
+    risks = risk.assess(scenario_path, days)
+    text = "\n".join(
+        f"{r.source:<10} {'up' if r.up else 'DOWN':<4} p={r.probability:.2f}{'  ALARM' if r.as_dict()['alarm'] else ''}"
+        f"  {r.reason()}"
+        for r in risks
+    )
+    _emit([r.as_dict() for r in risks], as_json, text)
 
 
 def _summary(entry: dict[str, Any]) -> str:

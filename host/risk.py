@@ -1,0 +1,67 @@
+"""Sources ranked by predicted fault risk, with the reason: the site simulator's health
+signals run through one FaultPredictor per source (`ibt risk` prints this)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from host.faults import FaultAssessment, FaultPredictor
+from host.site.scenario import load_scenario
+from host.site.simulator import SiteSimulator
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SCENARIO = ROOT / "scenarios" / "fault_families.toml"
+HEALTHY_BELOW = 0.1  # a probability under this is reported as healthy
+
+
+@dataclass(frozen=True)
+class SourceRisk:
+    source: str
+    up: bool
+    assessment: FaultAssessment | None  # None: the source never reported health
+
+    @property
+    def probability(self) -> float:
+        return self.assessment.probability if self.assessment and self.assessment.ready else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        a = self.assessment
+        ttt = None if a is None or math.isinf(a.time_to_threshold_s) else a.time_to_threshold_s
+        return {"source": self.source, "up": self.up, "probability": round(self.probability, 4),
+                "driver": a.driver if a else None, "score": round(a.score, 2) if a else None,
+                "time_to_threshold_s": ttt, "alarm": bool(a and a.alarm), "reason": self.reason()}
+
+    def reason(self) -> str:
+        a = self.assessment
+        if not self.up:
+            return "down"
+        if a is None or not a.ready:
+            return "learning its baseline"
+        if a.driver is None or (a.probability < HEALTHY_BELOW and not a.alarm):
+            return f"healthy (largest z-score {a.score:.1f})"
+        when = "already over its threshold" if a.time_to_threshold_s == 0 else (
+            "no rising trend" if math.isinf(a.time_to_threshold_s)
+            else f"over its threshold in {a.time_to_threshold_s / 3600:.0f} h at the present trend")
+        held = ", alarm held from a recent peak" if a.alarm and a.probability < HEALTHY_BELOW else ""
+        return f"{a.driver}: z-score {a.score:.1f}, {when}{held}"
+
+
+def assess(scenario_path: Path, days: float) -> list[SourceRisk]:
+    """Run the scenario for `days` (or its length) and rank the sources by risk, highest first."""
+    scenario = load_scenario(scenario_path)
+    simulator = SiteSimulator.from_scenario(scenario)
+    predictors = {source.id: FaultPredictor() for source in scenario.site.sources}
+    latest: dict[str, FaultAssessment] = {}
+    up: dict[str, bool] = {name: True for name in predictors}
+    until_s = days * 86400
+    while simulator.time_s < until_s:
+        simulator.step()
+        for name, status in simulator.read_sources().items():
+            up[name] = status.up
+            if status.up:
+                load_fraction = status.load_kw / status.capacity_kw
+                latest[name] = predictors[name].update(status.time_s, status.signals, load_fraction)
+    risks = [SourceRisk(name, up[name], latest.get(name)) for name in predictors]
+    return sorted(risks, key=lambda r: (r.up, -r.probability))
