@@ -72,7 +72,13 @@ class FleetConformance:
         pytest.skip("every rack reaches every source of this fleet")
 
     @staticmethod
-    def assert_unchanged(fleet: Fleet, before: FleetTelemetry, rack_id: str, alternates: Alternates, head: int) -> None:
+    def snapshot(fleet: Fleet, rack_id: str) -> tuple[FleetTelemetry, Alternates, int]:
+        """What a refused command must leave as it is: placement, the rack's alternates, the event head."""
+        return fleet.read_telemetry(), fleet.alternates(rack_id), fleet.read_events(0).head
+
+    @staticmethod
+    def assert_unchanged(fleet: Fleet, rack_id: str, snapshot: tuple[FleetTelemetry, Alternates, int]) -> None:
+        before, alternates, head = snapshot
         after = fleet.read_telemetry()
         assert np.array_equal(after.active, before.active), "a refused command moved a rack"
         assert fleet.alternates(rack_id) == alternates, "a refused command changed the alternates"
@@ -133,39 +139,39 @@ class FleetConformance:
     def test_move_with_the_wrong_expected_source_is_refused_and_changes_nothing(self) -> None:
         fleet = self.make_fleet()
         rack, source, other = self.movable(fleet)
-        before, alternates, head = fleet.read_telemetry(), fleet.alternates(rack), fleet.read_events(0).head
+        snapshot = self.snapshot(fleet, rack)
         for wrong in (other, None):
             result = fleet.move(rack, wrong, other)
             assert isinstance(result, Refused) and result.reason == Refusal.CAS_MISMATCH, result
             assert result.actual == source
             assert not result.ok
-        self.assert_unchanged(fleet, before, rack, alternates, head)
+        self.assert_unchanged(fleet, rack, snapshot)
 
     def test_move_to_an_unreachable_source_is_refused_and_changes_nothing(self) -> None:
         fleet = self.make_fleet()
         rack, target, active = self.unreachable(fleet)
-        before, alternates, head = fleet.read_telemetry(), fleet.alternates(rack), fleet.read_events(0).head
+        snapshot = self.snapshot(fleet, rack)
         result = fleet.move(rack, active, target)
         assert isinstance(result, Refused) and result.reason == Refusal.UNREACHABLE_SOURCE, result
-        self.assert_unchanged(fleet, before, rack, alternates, head)
+        self.assert_unchanged(fleet, rack, snapshot)
 
     def test_move_to_an_unknown_source_is_refused_and_changes_nothing(self) -> None:
         fleet = self.make_fleet()
         rack, source, _ = self.movable(fleet)
-        before, alternates, head = fleet.read_telemetry(), fleet.alternates(rack), fleet.read_events(0).head
+        snapshot = self.snapshot(fleet, rack)
         result = fleet.move(rack, source, NO_SUCH_SOURCE)
         assert isinstance(result, Refused) and result.reason == Refusal.UNKNOWN_SOURCE, result
-        self.assert_unchanged(fleet, before, rack, alternates, head)
+        self.assert_unchanged(fleet, rack, snapshot)
 
     def test_move_to_an_unhealthy_source_is_refused_and_changes_nothing(self) -> None:
         fleet = self.make_fleet()
         rack, source, other = self.movable(fleet)
         if not self.fail_source(fleet, other):
             pytest.skip("this fleet cannot lose a source on demand")
-        before, alternates, head = fleet.read_telemetry(), fleet.alternates(rack), fleet.read_events(0).head
+        snapshot = self.snapshot(fleet, rack)
         result = fleet.move(rack, source, other)
         assert isinstance(result, Refused) and result.reason == Refusal.SOURCE_UNHEALTHY, result
-        self.assert_unchanged(fleet, before, rack, alternates, head)
+        self.assert_unchanged(fleet, rack, snapshot)
 
     def test_move_to_the_active_source_is_done_without_change(self) -> None:
         fleet = self.make_fleet()
@@ -226,7 +232,7 @@ class FleetConformance:
         fleet = self.make_fleet()
         rack, source, other = self.movable(fleet)
         assert fleet.set_alternates(rack, source, [other]).ok
-        before, alternates, head = fleet.read_telemetry(), fleet.alternates(rack), fleet.read_events(0).head
+        snapshot = self.snapshot(fleet, rack)
         bad = {
             Refusal.BAD_ALTERNATES: [(source, [source]), (source, [other, other])],
             Refusal.UNKNOWN_SOURCE: [(source, [NO_SUCH_SOURCE]), (NO_SUCH_SOURCE, [other])],
@@ -241,7 +247,7 @@ class FleetConformance:
         too_many = [s for s in fleet.site.reachable(rack) if s != source] + [source]
         result = fleet.set_alternates(rack, source, too_many)
         assert isinstance(result, Refused) and result.reason == Refusal.BAD_ALTERNATES
-        self.assert_unchanged(fleet, before, rack, alternates, head)
+        self.assert_unchanged(fleet, rack, snapshot)
 
     # -- events ----------------------------------------------------------------------
 
