@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from host import framing, inspect_frames, messages, risk
+from host import forecast_report, framing, inspect_frames, messages, risk
 from host.site.scenario import ScenarioError
 from protocol import catalog
 
@@ -166,6 +166,37 @@ def risk_command(scenario_path: Path, days: float, as_json: bool) -> None:
         for r in risks
     )
     _emit([r.as_dict() for r in risks], as_json, text)
+
+
+@cli.command("forecast")
+@click.option("--scenario", "scenario_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=forecast_report.DEFAULT_SCENARIO, show_default="scenarios/hall_week.toml",
+              help="A site scenario (TOML) to run on the site simulator.")
+@click.option("--rack", "rack_id", metavar="ID", help="Forecast this rack's draw.")
+@click.option("--source", "source_id", metavar="ID", help="Forecast this source's load.")
+@click.option("--days", type=click.FloatRange(0, min_open=True), default=None, metavar="N",
+              help="Days of history before the forecast origin.  [default: the whole days that leave the horizon "
+                   "inside the scenario]")
+@click.option("--horizon", "horizon_min", type=click.IntRange(1, forecast_report.MAX_HORIZON_MIN),
+              default=forecast_report.DEFAULT_HORIZON_MIN, show_default=True, metavar="MIN",
+              help="Minutes to forecast.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
+              help="Also plot history, forecast, P95 band and actuals to this PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report, the horizon step by step, as JSON.")
+def forecast_command(scenario_path: Path, rack_id: str | None, source_id: str | None, days: float | None,
+                     horizon_min: int, plot_path: Path | None, as_json: bool) -> None:
+    """Show a rack's or source's load forecast against the actuals on the site simulator."""
+    if (rack_id is None) == (source_id is None):
+        raise click.UsageError("give one of --rack ID or --source ID")
+    try:
+        report = forecast_report.forecast_against_actuals(
+            scenario_path, rack=rack_id, source=source_id, days=days, horizon_min=horizon_min)
+        if plot_path is not None:
+            forecast_report.plot(report, plot_path)
+    except forecast_report.ForecastReportError as exc:
+        raise click.ClickException(str(exc)) from None
+    data = report.as_dict() | {"plot": str(plot_path) if plot_path else None}
+    _emit(data, as_json, report.as_text() + (f"\nplot: {plot_path}" if plot_path else ""))
 
 
 def _summary(entry: dict[str, Any]) -> str:
