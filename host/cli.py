@@ -162,7 +162,7 @@ def risk_command(scenario_path: Path, days: float, as_json: bool) -> None:
     risks = risk.assess(scenario_path, days)
     text = "\n".join(
         f"{r.source:<10} {'up' if r.up else 'DOWN':<4} p={r.probability:.2f}{'  ALARM' if r.as_dict()['alarm'] else ''}"
-        f"  {r.reason()}"
+        f"  {r.reason()}" + (f"\n{'':<10} note: {r.notes()}" if r.steps else "")
         for r in risks
     )
     _emit([r.as_dict() for r in risks], as_json, text)

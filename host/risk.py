@@ -1,5 +1,5 @@
 """Sources ranked by predicted fault risk, with the reason: the site simulator's health
-signals run through one FaultPredictor per source (`ibt risk` prints this)."""
+signals run through the site's FaultMonitor (`ibt risk` prints this)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from host.faults import FaultAssessment, FaultPredictor
+from host.fault_monitor import FaultMonitor
+from host.faults import FaultAssessment, SensorStep
 from host.site.scenario import load_scenario
 from host.site.simulator import SiteSimulator
 
@@ -21,6 +22,7 @@ class SourceRisk:
     source: str
     up: bool
     assessment: FaultAssessment | None  # None: the source never reported health
+    steps: tuple[SensorStep, ...] = ()  # sensor steps taken out of its signals
 
     @property
     def probability(self) -> float:
@@ -31,7 +33,9 @@ class SourceRisk:
         ttt = None if a is None or math.isinf(a.time_to_threshold_s) else a.time_to_threshold_s
         return {"source": self.source, "up": self.up, "probability": round(self.probability, 4),
                 "driver": a.driver if a else None, "score": round(a.score, 2) if a else None,
-                "time_to_threshold_s": ttt, "alarm": bool(a and a.alarm), "reason": self.reason()}
+                "time_to_threshold_s": ttt, "alarm": bool(a and a.alarm), "reason": self.reason(),
+                "sensor_steps": [{"time_s": s.time_s, "signal": s.signal, "size": round(s.size, 3)}
+                                 for s in self.steps]}
 
     def reason(self) -> str:
         a = self.assessment
@@ -47,21 +51,25 @@ class SourceRisk:
         held = ", alarm held from a recent peak" if a.alarm and a.probability < HEALTHY_BELOW else ""
         return f"{a.driver}: z-score {a.score:.1f}, {when}{held}"
 
+    def notes(self) -> str:
+        """The sensor steps, which an engineer should know of (a sensor replaced, or recalibrated, or worse)."""
+        return "; ".join(f"{s.signal} stepped {s.size:+.2f} at day {s.time_s / 86400:.1f}, taken as a recalibration"
+                         for s in self.steps)
+
 
 def assess(scenario_path: Path, days: float) -> list[SourceRisk]:
     """Run the scenario for `days` (or its length) and rank the sources by risk, highest first."""
     scenario = load_scenario(scenario_path)
     simulator = SiteSimulator.from_scenario(scenario)
-    predictors = {source.id: FaultPredictor() for source in scenario.site.sources}
+    monitor = FaultMonitor(source.id for source in scenario.site.sources)
     latest: dict[str, FaultAssessment] = {}
-    up: dict[str, bool] = {name: True for name in predictors}
+    up: dict[str, bool] = {name: True for name in monitor.predictors}
     until_s = days * 86400
     while simulator.time_s < until_s:
         simulator.step()
-        for name, status in simulator.read_sources().items():
-            up[name] = status.up
-            if status.up:
-                load_fraction = status.load_kw / status.capacity_kw
-                latest[name] = predictors[name].update(status.time_s, status.signals, load_fraction)
-    risks = [SourceRisk(name, up[name], latest.get(name)) for name in predictors]
+        statuses = simulator.read_sources()
+        up.update((name, status.up) for name, status in statuses.items())
+        latest.update(monitor.update(statuses))
+    risks = [SourceRisk(name, up[name], latest.get(name), tuple(predictor.steps))
+             for name, predictor in monitor.predictors.items()]
     return sorted(risks, key=lambda r: (r.up, -r.probability))

@@ -117,7 +117,7 @@ def _check_flagged(runs: dict[str, list[FaultAssessment]], condition: Condition)
     deadline = condition.failure_s if condition.failure_s is not None else condition.end_s
     assert deadline - first.time_s >= MIN_LEAD_S, f"lead time {(deadline - first.time_s) / DAY:.1f} days"
     assert first.driver in DRIVERS[condition.family]
-    assert first.time_to_threshold_s < 3 * DAY  # flagged on its trend (or level), not on a z-score alone
+    assert math.isfinite(first.time_to_threshold_s)  # flagged on a trend (or its level), not on a z-score alone
     # once flagged, it stays flagged (the degradation goes on)
     later = [a for a in assessments if a.time_s >= first.time_s + DAY]
     assert later and all(a.alarm for a in later)
@@ -183,7 +183,7 @@ def benign() -> dict[str, list[FaultAssessment]]:
 def test_benign_confounders_do_not_alarm(benign: dict[str, list[FaultAssessment]]) -> None:
     for name, assessments in benign.items():
         assert _first_alarm(assessments) is None, name
-        assert _peak(assessments) < 0.1, name
+        assert _peak(assessments) < FaultConfig().alarm_probability, name
 
 
 def _z(assessment: FaultAssessment, signal: str) -> float:

@@ -9,6 +9,7 @@ the simulator turns their failures, battery fade and test discharges into physic
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -25,6 +26,31 @@ class Family(StrEnum):
     SENSOR_DROPOUT = "sensor_dropout"
     RECALIBRATION_JUMP = "recalibration_jump"
     MAINTENANCE_TEST = "maintenance_test"
+
+
+class Shape(StrEnum):
+    """How a degradation's progress grows from start_s to end_s, so that a predictor
+    cannot learn one shape: steady, accelerating (exponential wear), or slow then fast
+    (a knee, as a bearing's damage that suddenly spreads)."""
+
+    LINEAR = "linear"
+    ACCELERATING = "accelerating"
+    KNEE = "knee"
+
+
+ACCELERATION = 3.0  # exponent of the accelerating shape: a third of the rise in the last fifth
+KNEE_AT, KNEE_PROGRESS = 0.7, 0.2  # the knee: 20% of the rise in the first 70% of the time
+
+
+def shaped(x: float, shape: Shape) -> float:
+    """Progress in [0, 1] for the elapsed fraction x in [0, 1]."""
+    if shape == Shape.ACCELERATING:
+        return math.expm1(ACCELERATION * x) / math.expm1(ACCELERATION)
+    if shape == Shape.KNEE:
+        if x < KNEE_AT:
+            return KNEE_PROGRESS * x / KNEE_AT
+        return KNEE_PROGRESS + (1.0 - KNEE_PROGRESS) * (x - KNEE_AT) / (1.0 - KNEE_AT)
+    return x
 
 
 @dataclass(frozen=True)
@@ -62,6 +88,10 @@ FAMILIES: dict[Family, FamilySpec] = {
 }
 
 
+# the families that degrade a source gradually, to which a Shape applies
+DEGRADING = frozenset({Family.THERMAL_DRIFT, Family.BEARING_WEAR, Family.CAPACITOR_AGEING, Family.BATTERY_AGEING})
+
+
 @dataclass(frozen=True)
 class Condition:
     family: Family
@@ -71,6 +101,7 @@ class Condition:
     magnitude: float | None = None  # None: the family's default
     signal: str | None = None  # a health signal name, or "all" (dropout)
     fails: bool | None = None  # None: the family's default
+    shape: Shape = Shape.LINEAR  # of a degradation's progress
 
     @property
     def spec(self) -> FamilySpec:
@@ -88,12 +119,12 @@ class Condition:
         return self.start_s if self.family == Family.SUDDEN_FAILURE else self.end_s
 
     def progress(self, t: float) -> float:
-        """0 before start_s, rising linearly to 1 at end_s (a step at start_s without end_s)."""
+        """0 before start_s, rising to 1 at end_s along its shape (a step at start_s without end_s)."""
         if t < self.start_s:
             return 0.0
         if self.end_s is None or self.end_s <= self.start_s:
             return 1.0
-        return min((t - self.start_s) / (self.end_s - self.start_s), 1.0)
+        return shaped(min((t - self.start_s) / (self.end_s - self.start_s), 1.0), self.shape)
 
     def within(self, t: float) -> bool:
         return self.start_s <= t and (self.end_s is None or t < self.end_s)

@@ -19,7 +19,7 @@ import numpy as np
 
 from host.site.arrays import IntArray
 from host.site.build import RackGroup, build_site
-from host.site.conditions import FAMILIES, Condition, Family
+from host.site.conditions import DEGRADING, FAMILIES, Condition, Family, Shape
 from host.site.health import SIGNALS
 from host.site.loads import PROFILES, Job, LoadConfig, LoadStep
 from host.site.model import MAX_INPUTS, MIN_INPUTS, Priority, Site, SiteError, Source, SourceKind
@@ -296,7 +296,8 @@ def _job(reader: FieldReader, path: str, raw: Any, groups: set[str]) -> _JobSpec
 
 
 def _condition(reader: FieldReader, path: str, raw: Any, sources: dict[str, SourceKind | None]) -> Condition | None:
-    table = reader.table(raw, path, {"family", "source", "start_s", "end_s", "magnitude", "signal", "fails"})
+    fields = {"family", "source", "start_s", "end_s", "magnitude", "signal", "fails", "shape"}
+    table = reader.table(raw, path, fields)
     family_name = reader.string(table, "family", path, choices=tuple(f.value for f in Family))
     if family_name is None:
         return None
@@ -316,9 +317,12 @@ def _condition(reader: FieldReader, path: str, raw: Any, sources: dict[str, Sour
     fails = reader.value(table, "fails", path, bool, None, "true or false")
     if not spec.needs_signal and "signal" in table:
         reader.problem(f"{path}.signal", f"is not used by {family}")
+    shape = reader.string(table, "shape", path, None, tuple(s.value for s in Shape))
+    if family not in DEGRADING and "shape" in table:
+        reader.problem(f"{path}.shape", f"is not used by {family} (only by gradual degradations)")
     if start is None:
         return None
-    return Condition(family, source, start, end, magnitude, signal, fails)
+    return Condition(family, source, start, end, magnitude, signal, fails, Shape(shape or Shape.LINEAR))
 
 
 def _resolve(
