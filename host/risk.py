@@ -47,7 +47,7 @@ class SourceRisk:
             return f"healthy (largest z-score {a.score:.1f})"
         when = "already over its threshold" if a.time_to_threshold_s == 0 else (
             "no rising trend" if math.isinf(a.time_to_threshold_s)
-            else f"over its threshold in {a.time_to_threshold_s / 3600:.0f} h at the present trend")
+            else f"over its threshold in {_duration(a.time_to_threshold_s)} at the present trend")
         held = ", alarm held from a recent peak" if a.alarm and a.probability < HEALTHY_BELOW else ""
         return f"{a.driver}: z-score {a.score:.1f}, {when}{held}"
 
@@ -55,6 +55,10 @@ class SourceRisk:
         """The sensor steps, which an engineer should know of (a sensor replaced, or recalibrated, or worse)."""
         return "; ".join(f"{s.signal} stepped {s.size:+.2f} at day {s.time_s / 86400:.1f}, taken as a recalibration"
                          for s in self.steps)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.0f} h"
 
 
 def assess(scenario_path: Path, days: float) -> list[SourceRisk]:
