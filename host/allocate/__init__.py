@@ -1,0 +1,11 @@
+"""Allocation: which rack on which source, every single source loss survivable.
+
+Pure functions of data (numpy/scipy); nothing here knows of serial ports or the fleet.
+
+- problem.py: the problem (racks, sources, policy) as validated arrays; `Problem.from_site`
+- milp.py: the exact method (scipy.optimize.milp / HiGHS) and the LP-relaxation bound
+- heuristic.py: the fast method for large sites (greedy plus local search)
+- solution.py: what a method returns, and the shortfalls when N-1 cannot be covered
+- check.py: an independent checker that simulates every single source loss
+- plan.py: the plan: moves in a safe order, contingency tables, utilisation, coverage
+"""
