@@ -560,12 +560,18 @@ class SeasonalAR:
         offsets = self.offsets(h)
         origins = fit_origins(raw.shape[1], offsets, h, self.max_rows)
         optimism = math.sqrt((self.n_fitted + self.n_params) / max(self.n_fitted - self.n_params, 1))
+        changes = raw[:, h:] - clean[:, :-h] if h < raw.shape[1] else raw - clean[:, -1:]
         if len(origins) < MIN_ROWS_PER_FEATURE * len(offsets):
-            changes = raw[:, h:] - clean[:, :-h] if h < raw.shape[1] else raw - clean[:, -1:]
             return HorizonModel((0,), np.ones((raw.shape[0], 1)), optimism * row_quantiles(changes, levels))
         coefs = least_squares(clean, offsets, origins, h)
         errors = at(raw, origins, h) - predict_at(clean, coefs, offsets, origins)
-        return HorizonModel(offsets, coefs, optimism * row_quantiles(errors, levels))
+        quantiles = row_quantiles(errors, levels)
+        # a series whose latest rows are all gaps (a source down for days) has no errors
+        # to take quantiles of: the h-step changes over the whole window stand in
+        unknown = np.isnan(quantiles).any(axis=0)
+        if unknown.any():
+            quantiles[:, unknown] = row_quantiles(changes[unknown], levels)
+        return HorizonModel(offsets, coefs, optimism * quantiles)
 
 
 def fit_seasonal_ar(

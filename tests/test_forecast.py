@@ -224,3 +224,15 @@ def test_input_errors_say_what_is_wrong() -> None:
         ScheduledLoad(0.0, 0.0, 1.0)
     with pytest.raises(ValueError, match="not forecast"):
         Forecast(np.zeros(1), np.zeros(1), {0.95: np.zeros(1)}, "mean").quantile(0.9)
+
+
+def test_a_series_gone_quiet_for_longer_than_the_fitting_rows_keeps_its_intervals() -> None:
+    """A source down for days records gaps; the latest rows of every horizon regression
+    are then all gaps, and the intervals come from the whole window's changes instead."""
+    config = ForecastConfig.daily_weekly(HOUR_S, window=WINDOW, max_rows=200)
+    y = synthetic(6 * WEEK, seed=8)[0]
+    y[-(config.max_rows + 2 * DAY):] = np.nan  # eleven days down
+    forecast = LoadForecaster(config).fit(y).predict(DAY)
+    assert forecast.method == "seasonal regression + AR"
+    assert np.isfinite(forecast.point).all()
+    assert np.isfinite(forecast.p95).all() and (forecast.p95 >= forecast.point).all()
