@@ -268,6 +268,21 @@ def test_battery_runtime_limits_what_it_may_carry() -> None:
     assert Shortfall("s0", "s1", pytest.approx(20.0)) in solution.shortfalls
 
 
+@pytest.mark.parametrize("solve", [solve_milp, solve_heuristic])
+def test_a_battery_string_carries_no_more_than_its_charger_in_steady_state(solve: Any) -> None:
+    """A string above its recharge rate discharges: it is a reserve for contingencies,
+    so balance must not park racks on it beyond what its charger puts back."""
+    problem = Problem(**{**_fields(_problem([20.0, 20.0, 20.0, 20.0, 3.0], [100.0, 100.0, 100.0], [0, 0, 0, 1, 1])),
+                         "kind": (SourceKind.UPS, SourceKind.UPS, SourceKind.BATTERY),
+                         "energy_kwh": np.array([np.nan, np.nan, 100.0]),
+                         "recharge_kw": np.array([0.0, 0.0, 5.0])})  # fmt: skip
+    solution = solve(problem)
+    assert solution.status in (Status.OPTIMAL, Status.FEASIBLE)
+    on_battery = problem.draw_kw[solution.assign == 2].sum()
+    assert on_battery <= 5.0
+    assert (solution.alternate[solution.assign != 2] == 2).any()  # yet it is an alternate
+
+
 def test_moves_are_ordered_so_capacity_is_freed_first() -> None:
     # s0 holds r1 (2 kW) + 6 kW, s1 holds r2 (2 kW) + 7 kW, all 10 kW sources. Target: r0
     # s2 -> s0, r1 s0 -> s1, r2 s1 -> s0. Only r2 first, then r1, then r0 fits.

@@ -312,8 +312,13 @@ class Problem:
 
     @cached_property
     def steady_limit_kw(self) -> FloatArray:
-        """What each source may carry from this problem's racks in steady state."""
-        return self._battery_cap(self.capacity_kw * self.policy.ceiling) - self.other_kw
+        """What each source may carry from this problem's racks in steady state. A battery
+        string carries no more than its charger puts back: above that it discharges, and
+        it is a reserve for the contingencies, not a place to park racks."""
+        battery = np.array([k == SourceKind.BATTERY for k in self.kind])
+        ceiling = self.capacity_kw * self.policy.ceiling
+        limit = np.where(battery, np.minimum(ceiling, self.recharge_kw), ceiling)
+        return self._battery_cap(limit) - self.other_kw
 
     @cached_property
     def post_limit_kw(self) -> FloatArray:
