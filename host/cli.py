@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from host import forecast_report, framing, inspect_frames, messages, risk
+from host import forecast_report, framing, inspect_frames, messages, plan_report, risk
 from host.site.scenario import ScenarioError
 from protocol import catalog
 
@@ -197,6 +197,25 @@ def forecast_command(scenario_path: Path, rack_id: str | None, source_id: str | 
         raise click.ClickException(str(exc)) from None
     data = report.as_dict() | {"plot": str(plot_path) if plot_path else None}
     _emit(data, as_json, report.as_text() + (f"\nplot: {plot_path}" if plot_path else ""))
+
+
+@cli.command("plan")
+@click.option("--scenario", "scenario_path", type=click.Path(path_type=Path), default=plan_report.DEFAULT_SCENARIO,
+              show_default="scenarios/battery_runout.toml", help="A site scenario (TOML) to run on the site simulator.")
+@click.option("--at-s", "at_s", type=float, default=plan_report.DEFAULT_AT_S, show_default=True, metavar="T",
+              help="Plan the site as it is this many simulated seconds in.")
+@click.option("--method", type=click.Choice(plan_report.METHODS), default="auto", show_default=True,
+              help=f"exact (MILP), heuristic, or auto: exact up to {plan_report.EXACT_MAX_RACKS} racks.")
+@click.option("--budget", type=click.IntRange(0), default=None, metavar="N",
+              help="Voluntary moves allowed.  [default: the policy's]")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan_command(scenario_path: Path, at_s: float, method: str, budget: int | None, as_json: bool) -> None:
+    """Show the allocation plan for the site (moves, utilisation, N-1 coverage) without executing it."""
+    try:
+        report = plan_report.plan_scenario(scenario_path, at_s=at_s, method=method, budget=budget)
+    except plan_report.PlanReportError as exc:
+        raise click.ClickException(str(exc)) from None
+    _emit(report.as_dict(), as_json, report.as_text())
 
 
 def _summary(entry: dict[str, Any]) -> str:

@@ -1,0 +1,149 @@
+"""`ibt plan`: the allocation plan of a scenario's site, shown and not executed; its JSON
+is complete and consistent, and bad input gets a clear error and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from host.cli import cli
+
+TINY = """
+[scenario]
+name = "plan-tiny"
+seed = 5
+step_s = 10
+duration_s = 7200
+
+[loads]
+profile = "real"
+utilisation = [0.5, 0.7]
+
+[[sources]]
+id = "ups-1"
+kind = "ups"
+capacity_kw = 60
+
+[[sources]]
+id = "ups-2"
+kind = "ups"
+capacity_kw = 60
+
+[[sources]]
+id = "bat-1"
+kind = "battery"
+capacity_kw = 50
+energy_kwh = 40
+
+[[racks]]
+group = "row"
+count = 10
+primary = ["ups-1"]
+inputs = 3
+sources = ["ups-1", "ups-2", "bat-1"]
+rated_kw = [3, 8]
+"""
+
+FAILING = """
+[[events]]
+at_s = 600
+action = "fail"
+source = "ups-2"
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def _plan(*args: str) -> dict[str, Any]:
+    result = CliRunner().invoke(cli, ["plan", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    data: dict[str, Any] = json.loads(result.output)
+    return data
+
+
+def _assert_consistent(data: dict[str, Any], racks: int, budget: int) -> None:
+    sources = set(data["util_before"])
+    assert sources == set(data["util_after"]) == set(data["covered"]) == {"ups-1", "ups-2", "bat-1"}
+    assert data["racks"] == racks == len(data["assignment"])
+    assert all(target in sources for target in data["assignment"].values())  # every rack assigned
+    assert 0.0 <= data["coverage"] <= 1.0
+    assert data["coverage"] == sum(data["covered"].values()) / len(sources)
+    assert data["voluntary_moves"] <= data["move_budget"] == budget
+    for move in data["moves"]:
+        if not move["staging"]:
+            assert data["assignment"][move["rack"]] == move["to"]
+    for key in ("worst_post", "lp_bound", "gap", "binding", "explanation", "alternates", "status", "draw"):
+        assert key in data
+    assert data["binding"]["text"]
+
+
+def test_the_exact_plan_is_complete_and_covers_n1(tiny: Path) -> None:
+    data = _plan("--scenario", str(tiny), "--at-s", "300", "--budget", "4")
+    assert data["method"] == "auto" and data["solver"] == "milp" and data["status"] == "optimal"
+    _assert_consistent(data, racks=10, budget=4)
+    assert data["coverage"] == 1.0 and data["explanation"] == []
+    assert data["util_before"]["ups-2"] == 0.0 and data["util_after"]["ups-2"] > 0  # all on ups-1 before
+    assert data["lp_bound"] is not None and data["lp_bound"] <= data["worst_post"] + 1e-6
+    assert data["gap"] is not None and data["gap"] >= -1e-6
+    assert set(data["alternates"]) == set(data["assignment"])
+    for rack, ranked in data["alternates"].items():
+        assert ranked and ranked[0] != data["assignment"][rack]
+
+
+def test_the_heuristic_keeps_to_a_zero_budget(tiny: Path) -> None:
+    data = _plan("--scenario", str(tiny), "--at-s", "300", "--method", "heuristic", "--budget", "0")
+    assert data["solver"] == "heuristic"
+    _assert_consistent(data, racks=10, budget=0)
+    assert data["moves"] == [] and set(data["assignment"].values()) == {"ups-1"}
+
+
+def test_a_lost_source_is_emptied_or_explained(tmp_path: Path) -> None:
+    path = tmp_path / "failing.toml"
+    path.write_text(TINY + FAILING)
+    data = _plan("--scenario", str(path), "--at-s", "1200")
+    assert data["sources_down"] == ["ups-2"]
+    _assert_consistent(data, racks=10, budget=50)
+    assert "ups-2" not in data["assignment"].values()
+    if data["coverage"] < 1.0:
+        assert data["explanation"]
+
+
+def test_the_text_report_says_it_is_not_executed(tiny: Path) -> None:
+    result = CliRunner().invoke(cli, ["plan", "--scenario", str(tiny), "--at-s", "300"])
+    assert result.exit_code == 0, result.output
+    assert "plan-tiny" in result.output and "N-1 coverage" in result.output
+    assert "binding:" in result.output and "(not executed)" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scenario", "no-such-scenario.toml"], "cannot read scenario"),
+        (["--method", "fastest"], "Invalid value for '--method'"),
+        (["--at-s", "-5"], "--at-s must be within the scenario"),
+        (["--budget", "-1"], "Invalid value for '--budget'"),
+    ],
+)
+def test_bad_input_is_refused_clearly(tiny: Path, args: list[str], message: str) -> None:
+    scenario = [] if "--scenario" in args else ["--scenario", str(tiny)]
+    result = CliRunner().invoke(cli, ["plan", *scenario, *args])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_broken_scenario_is_refused_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[scenario]\nname = 5\n")
+    result = CliRunner().invoke(cli, ["plan", "--scenario", str(bad)])
+    assert result.exit_code != 0
+    assert "scenario.name (line 2): must be a string" in result.output
