@@ -14,7 +14,7 @@ import pytest
 from host.plant import Plant
 from host.playback import ProportionalLoad, RecordedLoad, RecordedSource, Recording, RecordingError
 from tests.protection_rig import HONGFA_HFE20, supply_gap_s
-from tests.tap_rig import SimTap
+from tests.tap_rig import PATIENCE_S, SimTap
 
 FS = 4000
 
@@ -76,12 +76,12 @@ def test_recorded_loss_of_source_is_played_back(fmt: str, tmp_path: Path, mpy_tr
     assert recording.fs == pytest.approx(FS) and recording.seconds == pytest.approx(4.0)
     rig = _play(tmp_path, mpy_tree, recording, current=fmt == "comtrade")
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + PATIENCE_S
         reading = 0
         while not reading and time.monotonic() < deadline:
             reading = rig.ask(rig.plain("TELEMETRY")).fields()["inputs"][1]["voltage_mV"]
         assert reading == pytest.approx(231_000, rel=0.005)
-        rig.wait_active(2, timeout=20)
+        rig.wait_active(2)
     finally:
         rig.stop()
     gap = supply_gap_s(rig.plant, 2.0)

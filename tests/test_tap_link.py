@@ -14,7 +14,7 @@ from host.plant import DcBus, Load, Plant, Source, Vibration
 from protocol import catalog
 from tests import int_guard
 from tests.protection_rig import HONGFA_HFE20
-from tests.tap_rig import ADDRESS, EPOCH, KEY, UNIQUE_ID, SimTap
+from tests.tap_rig import ADDRESS, EPOCH, KEY, PATIENCE_S, UNIQUE_ID, SimTap
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def tap(tmp_path: Path, mpy_tree: Path):
 
 
 def _wait_measured(tap: SimTap) -> dict:
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + PATIENCE_S
     while time.monotonic() < deadline:
         fields = tap.ask(tap.plain("TELEMETRY")).fields()
         if all(i["state"] & catalog.INPUT_HEALTHY for i in fields["inputs"]):
@@ -110,7 +110,7 @@ def test_phase_and_temperature_in_telemetry(tmp_path: Path, mpy_tree: Path) -> N
 
 
 def _read_capture(rig: SimTap, capture_id: int) -> tuple[dict, np.ndarray]:
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + PATIENCE_S
     while True:
         info = rig.ask(rig.plain("CAPTURE_INFO", {"capture_id": capture_id})).fields()
         if info["state"] == catalog.CAPTURE_READY:
@@ -171,7 +171,7 @@ def test_source_monitor_reports_health(tmp_path: Path, mpy_tree: Path) -> None:
     )
     try:
         time.sleep(0.5)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + PATIENCE_S
         while True:
             health = rig.ask(rig.plain("HEALTH")).fields()
             if health["sensors_ok"] == 0x0F:
@@ -267,7 +267,7 @@ def test_a_flood_of_bad_tags_pauses_tag_checks(tap: SimTap) -> None:
         assert forged["error"] == catalog.E_BAD_TAG
     genuine = {"for_input": 1, "alternate_1": 2, "alternate_2": 0, "alternate_3": 0}
     assert tap.ask(tap.signed("SET_ALTERNATES", genuine)).fields()["error"] == catalog.E_BUSY
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + PATIENCE_S
     while True:
         answer = tap.ask(tap.signed("SET_ALTERNATES", genuine))
         if answer.type == catalog.T_ACK:
@@ -285,7 +285,7 @@ def test_a_planned_switch_waits_for_the_phase_window(tmp_path: Path, mpy_tree: P
         _wait_measured(rig)
         assert rig.ask(rig.signed("SWITCH", {"expected_input": 1, "target_input": 2})).type == catalog.T_ACK
         busy = rig.ask(rig.signed("SWITCH", {"expected_input": 1, "target_input": 2})).fields()
-        rig.wait_active(2, timeout=20)
+        rig.wait_active(2)
     finally:
         rig.stop()
     opened_us = next(us for us, k, closed in plant.commands if k == 1 and not closed)
