@@ -23,7 +23,9 @@ here; `--only real` or `--only racks` runs one part). Needs the `bench` extra
    them). Ours: one week of minutes (the daily season only), online with hourly refits
    (refit_every 60) on the rolling week, all scored racks in one block; it is scored at
    each origin, where it has just refitted, and again 59 minutes later, just before its
-   next refit. Peers: the seasonal naive forecast (yesterday at the same minute), the
+   next refit. The scenario's nightly jobs are scheduled, so the controller knows them
+   ahead: ours is told of them as ScheduledLoad is (it learns from the draw without
+   them and adds them over the horizon). Peers: the seasonal naive forecast (yesterday at the same minute), the
    last value, and on 20 racks and 4 sources at 4 of the origins statsmodels'
    Holt-Winters (additive trend and daily season of 1440 samples, refitted from scratch
    with heuristic initial states and no brute-force start: with statsmodels' defaults one
@@ -43,7 +45,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +53,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from host.forecast import Forecast, ForecastConfig, LoadForecaster, seasonal_naive
-from host.site.scenario import parse_scenario
+from host.site.scenario import Scenario, parse_scenario
 from host.site.simulator import SiteSimulator
 
 try:
@@ -279,6 +281,8 @@ class SimulatedSite:
     sources: np.ndarray  # (sources that carry racks, samples) kW
     source_ids: tuple[str, ...]
     seconds: float  # to simulate and read the telemetry
+    rack_jobs: np.ndarray  # (racks, samples) kW float32: the scheduled jobs' extra draw, known ahead
+    source_jobs: np.ndarray  # (sources that carry racks, samples) kW: the same, per source
 
 
 def simulate_site() -> SimulatedSite:
@@ -300,7 +304,27 @@ def simulate_site() -> SimulatedSite:
     assert draws.min() > 0, "a rack drew nothing: MAPE would be undefined"
     carrying = np.flatnonzero(loads.min(axis=0) > 0)  # battery strings are alternates only and carry nothing
     ids = tuple(scenario.site.sources[i].id for i in carrying)
-    return SimulatedSite(np.ascontiguousarray(draws.T), np.ascontiguousarray(loads[:, carrying].T), ids, seconds)
+    rack_jobs, source_jobs = scheduled_extra(scenario, sim.read_telemetry().active)
+    return SimulatedSite(np.ascontiguousarray(draws.T), np.ascontiguousarray(loads[:, carrying].T), ids, seconds,
+                         rack_jobs, source_jobs[carrying])
+
+
+def scheduled_extra(scenario: Scenario, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the scenario's jobs add, minute by minute, per rack and per source (the racks
+    never move here): the anticipated workload the controller knows of and tells the
+    forecaster about. A job adds its fraction of the rack's rating; where that would pass
+    the rating the simulator clips the draw, so this is an upper bound there."""
+    rated = np.array([rack.rated_kw for rack in scenario.site.racks])
+    times = np.arange(RACK_SAMPLES) * STEP_S
+    racks = np.zeros((len(rated), RACK_SAMPLES), dtype=np.float32)
+    sources = np.zeros((len(scenario.site.sources), RACK_SAMPLES))
+    for job in scenario.jobs:
+        running = job.running(times).astype(np.float64)
+        extra = np.zeros(len(rated))
+        extra[job.racks] = job.fraction * rated[job.racks]
+        racks += (extra[:, None] * running[None, :]).astype(np.float32)
+        sources += np.bincount(active, weights=extra, minlength=len(sources))[:, None] * running[None, :]
+    return racks, sources
 
 
 @dataclass
@@ -332,30 +356,42 @@ class MinuteScores:
         return float(100 * np.mean([a[:, first - 1 : last] <= p[:, first - 1 : last] for a, p in pairs]))
 
 
-def score_minutes(y: np.ndarray) -> tuple[MinuteScores, MinuteScores]:
+def score_minutes(y: np.ndarray, jobs: np.ndarray) -> tuple[MinuteScores, MinuteScores]:
     """Ours online over RACK_ORIGINS, all series of `y` in one block: at each origin it has
     just refitted on the week before it (the update brings in 31 or more new minutes,
     over refit_every), and forecasts; then it takes STALE more minutes one update, with
     no refit, and forecasts again, as it would just before its next hourly refit. Scores
-    at the refit, and STALE minutes after it."""
+    at the refit, and STALE minutes after it. The scheduled jobs (`jobs`, the same shape)
+    are known ahead, as ScheduledLoad is: ours learns from the draw without them and adds
+    them over the horizon; the peers see the draw as it is."""
     fresh, stale = MinuteScores(), MinuteScores()
+    base = y - jobs
     forecaster, last = None, 0
     for origin in RACK_ORIGINS:
         start = time.perf_counter()
         if forecaster is None:
             t0_s = (origin - RACK_HISTORY + 1) * STEP_S
-            forecaster = LoadForecaster(RACK_CONFIG).fit(y[:, origin - RACK_HISTORY + 1 : origin + 1], t0_s=t0_s)
+            forecaster = LoadForecaster(RACK_CONFIG).fit(base[:, origin - RACK_HISTORY + 1 : origin + 1], t0_s=t0_s)
         else:
-            forecaster.update(y[:, last + 1 : origin + 1])
-        forecast = forecaster.predict(RACK_HORIZON)
+            forecaster.update(base[:, last + 1 : origin + 1])
+        forecast = with_jobs(forecaster.predict(RACK_HORIZON), jobs, origin)
         fresh.seconds += time.perf_counter() - start
         fresh.add(y, origin, forecast)
         start = time.perf_counter()
-        forecast = forecaster.update(y[:, origin + 1 : origin + 1 + STALE]).predict(RACK_HORIZON)
+        forecaster.update(base[:, origin + 1 : origin + 1 + STALE])
+        forecast = with_jobs(forecaster.predict(RACK_HORIZON), jobs, origin + STALE)
         stale.seconds += time.perf_counter() - start
         stale.add(y, origin + STALE, forecast)
         last = origin + STALE
     return fresh, stale
+
+
+def with_jobs(forecast: Forecast, jobs: np.ndarray, origin: int) -> Forecast:
+    """The forecast with the scheduled jobs' extra over its horizon added to the point and
+    every quantile, as Forecast.with_loads does for ScheduledLoad windows."""
+    extra = jobs[:, origin + 1 : origin + 1 + RACK_HORIZON].astype(np.float64)
+    return replace(forecast, point=forecast.point + extra,
+                   quantiles={q: v + extra for q, v in forecast.quantiles.items()})
 
 
 def holt_winters_minutes(y: np.ndarray, series: Sequence[int]) -> tuple[dict[tuple[int, int], np.ndarray], float]:
@@ -398,8 +434,8 @@ def rack_tables() -> None:
     scored = np.arange(0, RACKS, RACKS // SCORED_RACKS)
     started = time.perf_counter()
     racks = site.racks[scored].astype(np.float64)
-    fresh, stale = score_minutes(racks)
-    sources_fresh, sources_stale = score_minutes(site.sources)
+    fresh, stale = score_minutes(racks, site.rack_jobs[scored])
+    sources_fresh, sources_stale = score_minutes(site.sources, site.source_jobs)
     hw_rows = np.arange(0, len(scored), len(scored) // HW_SERIES)
     hw_errors, hw_s = holt_winters_minutes(racks, hw_rows)
     alone_s = ours_alone(racks, hw_rows)

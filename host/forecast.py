@@ -20,9 +20,12 @@ by (robust) least squares on a rolling window of history:
    108), and fitting levels rather than changes cost another 8%. The rows are the latest
    ``max_rows`` origins: load drifts, and recent rows forecast it better than the whole
    window did on both real series.
-3. Intervals per horizon: empirical quantiles of each horizon regression's errors over
-   its rows, against the observed residuals (outliers included), widened by the
-   in-sample optimism of least squares. Being empirical, they follow the skewed,
+3. Intervals per horizon: empirical quantiles of each horizon regression's errors,
+   against the observed residuals (outliers included), over the latest rows the
+   coefficients are fitted on and `interval_rows` more spread over the rest of the
+   window (the latest alone hold too few of the rare large misses: on simulated minute
+   racks the P95 covered only 92% from 30 minutes ahead), widened by the in-sample
+   optimism of least squares. Being empirical, they follow the skewed,
    heavy-tailed errors of real load rather than a Gaussian.
 
 Why not double-seasonal Holt-Winters: all of the above is linear least squares in closed
@@ -159,6 +162,10 @@ class ForecastConfig:
     refit_every: samples between refits when updating; in between, new samples only
         extend the residual state, which costs a few vector operations.
     max_rows: rows (the latest origins) of each horizon's residual regression.
+    interval_rows: rows spread evenly over the rest of the window whose errors join
+        those of the latest rows in each horizon's quantiles: the latest rows alone (17
+        hours of minute data) hold too few of the rare large misses (bursts, a job's
+        edge) for a P95 an hour ahead.
     """
 
     period_s: float
@@ -171,6 +178,7 @@ class ForecastConfig:
     min_cycles: int = 2
     refit_every: int = 1
     max_rows: int = 1000
+    interval_rows: int = 500
     _harmonics: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -192,8 +200,10 @@ class ForecastConfig:
             raise ValueError(f"quantile levels lie strictly between 0 and 1, got {self.quantiles}")
         if self.window is not None and self.window < 2:
             raise ValueError(f"window must be at least 2 samples (or None for all history), got {self.window}")
-        if not self.huber_k > 0 or min(self.min_cycles, self.refit_every) < 1 or self.max_rows < 10:
-            raise ValueError("huber_k must be positive; min_cycles and refit_every at least 1; max_rows at least 10")
+        if not self.huber_k > 0 or min(self.min_cycles, self.refit_every) < 1 or min(self.max_rows,
+                                                                                       self.interval_rows) < 10:
+            raise ValueError("huber_k must be positive; min_cycles and refit_every at least 1; "
+                             "max_rows and interval_rows at least 10")
         object.__setattr__(self, "_harmonics", harmonics)
 
     @classmethod
@@ -411,6 +421,15 @@ def fit_origins(n: int, offsets: Sequence[int], h: int, max_rows: int) -> range:
     return range(max(first, last + 1 - max_rows), max(last + 1, first))
 
 
+def older_origins(n: int, offsets: Sequence[int], h: int, before: int, rows: int) -> range:
+    """About `rows` origins spread evenly over those before `before` whose features and
+    step-h target lie inside n samples."""
+    every = fit_origins(n, offsets, h, n)
+    older = range(every.start, min(every.stop, before))
+    step = max(1, math.ceil(len(older) / rows))
+    return older[::step]
+
+
 def at(e: NDArray[Scalar], origins: range, offset: int) -> NDArray[Scalar]:
     """The residuals `offset` samples after each origin (series, origins), as a view."""
     return e[:, origins.start + offset : origins.stop + offset : origins.step]
@@ -523,6 +542,7 @@ class SeasonalAR:
     change_sigma: FloatArray  # (series,) of the residuals' sample-to-sample changes, for spikes
     n_fitted: int
     max_rows: int
+    interval_rows: int
 
     def offsets(self, h: int) -> tuple[int, ...]:
         return offsets_for(h, self.short_lags, self.seasons)
@@ -565,6 +585,9 @@ class SeasonalAR:
             return HorizonModel((0,), np.ones((raw.shape[0], 1)), optimism * row_quantiles(changes, levels))
         coefs = least_squares(clean, offsets, origins, h)
         errors = at(raw, origins, h) - predict_at(clean, coefs, offsets, origins)
+        older = older_origins(raw.shape[1], offsets, h, origins.start, self.interval_rows)
+        if len(older):
+            errors = np.hstack([errors, at(raw, older, h) - predict_at(clean, coefs, offsets, older)])
         quantiles = row_quantiles(errors, levels)
         # a series whose latest rows are all gaps (a source down for days) has no errors
         # to take quantiles of: the h-step changes over the whole window stand in
@@ -598,7 +621,8 @@ def fit_seasonal_ar(
     bad = bad_samples(raw, sigma)
     first_pass = least_squares(np.nan_to_num(raw), offsets, origins, 1)
     one_step = least_squares(clean_residuals(raw, bad, first_pass, offsets), offsets, origins, 1)
-    model = SeasonalAR(freqs, beta, tuple(config.short_lags), seasons, one_step, sigma, n, config.max_rows)
+    model = SeasonalAR(freqs, beta, tuple(config.short_lags), seasons, one_step, sigma, n, config.max_rows,
+                       config.interval_rows)
     return model, raw, clean_residuals(raw, bad, one_step, offsets)
 
 
