@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from host.allocate.check import check
+from host.allocate.generate import tight_problem
 from host.allocate.heuristic import solve_heuristic
 from host.allocate.milp import lp_bound, solve_milp
 from host.allocate.plan import Plan, make_plan, order_moves
@@ -324,33 +325,8 @@ def test_checker_catches_a_bad_plan() -> None:
     assert "rack 'r0': no usable alternate for the loss of 's0'" in result.problems
 
 
-def _random_problem(n_racks: int, n_sources: int, seed: int, budget: int) -> Problem:
-    """A tight generated site: racks of 2 to 40 kW reaching 2 to 4 sources, 30% only 2,
-    sources sized so the load is 85% of what N-1 allows."""
-    rng = np.random.default_rng(seed)
-    draws = np.exp(rng.uniform(np.log(2.0), np.log(40.0), n_racks))
-    reach = np.full((n_racks, 4), -1)
-    for r in range(n_racks):
-        k = 2 if rng.random() < 0.3 else int(rng.integers(2, 5))
-        reach[r, :k] = rng.choice(n_sources, k, replace=False)
-    cap = draws.sum() / 0.85 / (n_sources - 1) / 1.1
-    pri = rng.choice(np.array([C, N, D]), n_racks, p=[0.2, 0.6, 0.2])
-    return Problem(
-        rack_ids=tuple(f"r{i}" for i in range(n_racks)),
-        source_ids=tuple(f"s{j}" for j in range(n_sources)),
-        draw_kw=draws,
-        priority=tuple(pri),
-        current=reach[:, 0].copy(),
-        reach=reach,
-        impedance_ohm=np.where(reach >= 0, 0.02, 0.0),
-        capacity_kw=np.full(n_sources, cap),
-        kind=tuple([SourceKind.UPS] * n_sources),
-        policy=Policy(ceiling=1.0, move_budget=budget),
-    )
-
-
 def test_heuristic_plan_on_a_generated_site_passes_the_checker() -> None:
-    problem = _random_problem(2000, 8, seed=3, budget=100)
+    problem = tight_problem(2000, 8, seed=3, budget=100)
     solution = solve_heuristic(problem)
     plan = make_plan(problem, solution)
     assert solution.status == Status.FEASIBLE
@@ -361,7 +337,7 @@ def test_heuristic_plan_on_a_generated_site_passes_the_checker() -> None:
 
 
 def test_milp_plan_on_a_generated_site_passes_the_checker() -> None:
-    problem = _random_problem(40, 4, seed=5, budget=6)
+    problem = tight_problem(40, 4, seed=5, budget=6)
     solution = solve_milp(problem, time_limit_s=30)
     plan = make_plan(problem, solution)
     assert solution.status in (Status.OPTIMAL, Status.FEASIBLE)
