@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from host.fault_cases import draw_case
 from host.fault_monitor import FaultMonitor
-from host.faults import DEFAULT_THRESHOLDS, SIGNALS, FaultConfig, SignalAssessment, failure_probability, fit_logit
+from host.faults import SIGNALS, FaultConfig, SignalAssessment, failure_probability, fit_logit, rise_threshold
 from host.site.health import AMBIENT_SWING_C, BASELINES, TEMPERATURE
 from host.site.model import SourceKind
 
@@ -72,8 +72,7 @@ def fixed_limits(kind: SourceKind) -> np.ndarray:
     for j, name in enumerate(SIGNALS):
         no_load, full_rise, _ = BASELINES[kind][j]
         nominal = no_load + full_rise + (AMBIENT_SWING_C if j == TEMPERATURE else 0.0)
-        rise_abs, rise_rel = DEFAULT_THRESHOLDS[name]
-        limits[j] = nominal + max(rise_abs, rise_rel * nominal)
+        limits[j] = nominal + rise_threshold(name, nominal)
     return limits
 
 

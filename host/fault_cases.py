@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from host.faults import DEFAULT_THRESHOLDS, SIGNALS
-from host.site.conditions import FAMILIES, Condition, Family, Shape
+from host.faults import SIGNALS, rise_threshold
+from host.site.conditions import DEGRADING, FAMILIES, Condition, Family, Shape
 from host.site.health import BASELINES
 from host.site.loads import LoadStep
 from host.site.model import SourceKind
@@ -40,7 +40,6 @@ P_SUDDEN = 0.1
 ONSET_S = (1.5 * DAY_S, 9 * DAY_S)
 LEAD_S = (1.5 * DAY_S, 8 * DAY_S)
 SEVERITY = (0.6, 1.5)
-DEGRADING_FAMILIES = (Family.THERMAL_DRIFT, Family.BEARING_WEAR, Family.CAPACITOR_AGEING, Family.BATTERY_AGEING)
 
 SITE = """\
 [scenario]
@@ -136,7 +135,7 @@ class FaultCase:
         return min(times) if times else None
 
     def degradation(self, source: str) -> Condition | None:
-        return next((c for c in self.conditions if c.source == source and c.family in DEGRADING_FAMILIES), None)
+        return next((c for c in self.conditions if c.source == source and c.family in DEGRADING), None)
 
     def sudden(self, source: str) -> bool:
         return any(c.source == source and c.family == Family.SUDDEN_FAILURE for c in self.conditions)
@@ -152,10 +151,13 @@ def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float
 
 def _threshold(kind: SourceKind, signal: str) -> float:
     """The predictor's default alarm rise for the signal, at the kind's half-load level."""
-    j = SIGNALS.index(signal)
-    rise_abs, rise_rel = DEFAULT_THRESHOLDS[signal]
-    no_load, full_rise, _ = BASELINES[kind][j]
-    return max(rise_abs, rise_rel * (no_load + 0.5 * full_rise))
+    no_load, full_rise, _ = BASELINES[kind][SIGNALS.index(signal)]
+    return rise_threshold(signal, no_load + 0.5 * full_rise)
+
+
+def _readable(kind: SourceKind) -> list[str]:
+    """The signals a kind of source has sensors for."""
+    return [s for j, s in enumerate(SIGNALS) if not math.isnan(BASELINES[kind][j][0])]
 
 
 def draw_case(seed: int) -> FaultCase:
@@ -166,7 +168,7 @@ def draw_case(seed: int) -> FaultCase:
     conditions: list[Condition] = []
     for source in sources:
         roll = rng.uniform()
-        families = [f for f in DEGRADING_FAMILIES if source.kind in FAMILIES[f].kinds]
+        families = [f for f in DEGRADING if source.kind in FAMILIES[f].kinds]
         if roll < P_DEGRADE:
             family = families[int(rng.integers(len(families)))]
             start = _uniform(rng, ONSET_S)
@@ -183,14 +185,14 @@ def draw_case(seed: int) -> FaultCase:
                                     _uniform(rng, (5.0, 12.0))))
     for _ in range(int(rng.integers(1, 4))):
         source = sources[int(rng.integers(len(sources)))]
-        readable = [s for j, s in enumerate(SIGNALS) if not math.isnan(BASELINES[source.kind][j][0])]
+        readable = _readable(source.kind)
         signal = "all" if rng.uniform() < 0.3 else readable[int(rng.integers(len(readable)))]
         start = _uniform(rng, (1.5 * DAY_S, DURATION_S))
         conditions.append(Condition(Family.SENSOR_DROPOUT, source.id, start,
                                     start + _uniform(rng, (3600, 12 * 3600)), signal=signal))
     for _ in range(int(rng.integers(0, 3))):
         source = sources[int(rng.integers(len(sources)))]
-        readable = [s for j, s in enumerate(SIGNALS) if not math.isnan(BASELINES[source.kind][j][0])]
+        readable = _readable(source.kind)
         signal = readable[int(rng.integers(len(readable)))]
         size = _uniform(rng, (0.5, 2.0)) * _threshold(source.kind, signal) * (1 if rng.uniform() < 0.7 else -1)
         conditions.append(Condition(Family.RECALIBRATION_JUMP, source.id, _uniform(rng, (1.5 * DAY_S, DURATION_S)),

@@ -87,6 +87,14 @@ DEFAULT_THRESHOLDS: dict[str, tuple[float, float]] = {
 }
 
 
+def rise_threshold(signal: str, level: float,
+                   thresholds: Mapping[str, tuple[float, float]] = DEFAULT_THRESHOLDS) -> float:
+    """How far a signal may rise over `level` before it is over its threshold: the
+    larger of the absolute and the relative rise (infinite for a signal with none)."""
+    rise_abs, rise_rel = thresholds.get(signal, (math.inf, 0.0))
+    return max(rise_abs, rise_rel * abs(level))
+
+
 @dataclass(frozen=True)
 class FaultConfig:
     baseline_s: float = DAY_S  # the healthy baseline is learned from the first baseline_s of samples
@@ -310,9 +318,8 @@ class FaultPredictor:
         self._bin_index: int | None = None
         self._bin: list[list[float]] = [[] for _ in SIGNALS]
         window = max(1, round(max(self.config.trend_windows_s) / self.config.bin_s))
-        self._bins: deque[tuple[float, FloatArray]] = deque(maxlen=window)
+        self._bins: deque[tuple[float, FloatArray, float]] = deque(maxlen=window)  # centre, medians, mean load
         self._bin_loads: list[float] = []  # the smoothed load fraction at each sample of the open bin
-        self._loads: deque[float] = deque(maxlen=window)  # the mean load fraction of each closed bin
         self._last: FaultAssessment | None = None
         self._raised_s: float | None = None
         self.steps: list[SensorStep] = []
@@ -381,8 +388,7 @@ class FaultPredictor:
     def threshold(self, j: int) -> float:
         """Signal j's alarm threshold, as a rise over its baseline."""
         assert self._baseline is not None
-        rise_abs, rise_rel = self.config.thresholds.get(SIGNALS[j], (math.inf, 0.0))
-        return max(rise_abs, rise_rel * abs(float(self._baseline.level[j])))
+        return rise_threshold(SIGNALS[j], float(self._baseline.level[j]), self.config.thresholds)
 
     def _latch(self, time_s: float, probability: float) -> bool:
         if probability >= self.config.alarm_probability:
@@ -398,8 +404,8 @@ class FaultPredictor:
              for b in self._bin]
         )
         centre = self._t0 + (self._bin_index + 0.5) * cfg.bin_s
-        self._bins.append((centre, medians))
-        self._loads.append(float(np.mean(self._bin_loads)) if self._bin_loads else math.nan)
+        load = float(np.mean(self._bin_loads)) if self._bin_loads else math.nan
+        self._bins.append((centre, medians, load))
         self._bin = [[] for _ in SIGNALS]
         self._bin_loads = []
 
@@ -422,7 +428,7 @@ class FaultPredictor:
         recent = bins[-(2 * k + 1):]
         earlier = np.array([b[1] for b in bins[-(2 * k + 1) - cfg.step_history_bins:-(2 * k + 1)]])
         y = np.array([b[1] for b in recent])
-        loads = list(self._loads)[-(2 * k + 1):]
+        loads = [b[2] for b in recent]
         if not abs(float(np.mean(loads[k + 1:]) - np.mean(loads[:k]))) < cfg.step_load_change:
             return
         for j, name in enumerate(SIGNALS):
@@ -438,7 +444,7 @@ class FaultPredictor:
             if abs(size) < least or not (flat and plateau):
                 continue
             self._offset[j] += size
-            for _, medians in recent[k + 1:]:
+            for _, medians, _ in recent[k + 1:]:
                 medians[j] -= size
             if math.isfinite(during):
                 recent[k][1][j] = float(np.median(before))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from host.fault_cases import DEGRADING_FAMILIES, ONSET_S, draw_case
+from host.fault_cases import ONSET_S, draw_case
 from host.fault_monitor import FaultMonitor, MonitorConfig
 from host.faults import (
     SIGNALS,
@@ -23,7 +23,7 @@ from host.faults import (
     fit_logit,
     theil_sen,
 )
-from host.site.conditions import Condition, Family, Shape, shaped
+from host.site.conditions import DEGRADING, Condition, Family, Shape, shaped
 from host.site.fleet import HealthSignals, SourceState, SourceStatus
 from host.site.model import SourceKind
 from host.site.scenario import ScenarioError, parse_scenario
@@ -233,8 +233,8 @@ def test_a_scenario_names_the_shape_and_is_refused_a_wrong_one() -> None:
 def test_cases_are_the_same_for_a_seed_and_vary_across_seeds() -> None:
     assert draw_case(3).conditions == draw_case(3).conditions
     cases = [draw_case(seed) for seed in range(40)]
-    degradations = [c for case in cases for c in case.conditions if c.family in DEGRADING_FAMILIES]
-    assert {c.family for c in degradations} == set(DEGRADING_FAMILIES)
+    degradations = [c for case in cases for c in case.conditions if c.family in DEGRADING]
+    assert {c.family for c in degradations} == set(DEGRADING)
     assert {c.shape for c in degradations} == set(Shape)
     assert all(ONSET_S[0] <= c.start_s < ONSET_S[1] for c in degradations)  # after the baseline day
     assert len({round(c.start_s) for c in degradations}) == len(degradations)

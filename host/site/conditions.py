@@ -89,7 +89,7 @@ FAMILIES: dict[Family, FamilySpec] = {
 
 
 # the families that degrade a source gradually, to which a Shape applies
-DEGRADING = frozenset({Family.THERMAL_DRIFT, Family.BEARING_WEAR, Family.CAPACITOR_AGEING, Family.BATTERY_AGEING})
+DEGRADING = (Family.THERMAL_DRIFT, Family.BEARING_WEAR, Family.CAPACITOR_AGEING, Family.BATTERY_AGEING)
 
 
 @dataclass(frozen=True)
