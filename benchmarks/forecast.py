@@ -45,7 +45,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -387,11 +387,8 @@ def score_minutes(y: np.ndarray, jobs: np.ndarray) -> tuple[MinuteScores, Minute
 
 
 def with_jobs(forecast: Forecast, jobs: np.ndarray, origin: int) -> Forecast:
-    """The forecast with the scheduled jobs' extra over its horizon added to the point and
-    every quantile, as Forecast.with_loads does for ScheduledLoad windows."""
-    extra = jobs[:, origin + 1 : origin + 1 + RACK_HORIZON].astype(np.float64)
-    return replace(forecast, point=forecast.point + extra,
-                   quantiles={q: v + extra for q, v in forecast.quantiles.items()})
+    """The forecast with the scheduled jobs' extra over its horizon added."""
+    return forecast.plus(jobs[:, origin + 1 : origin + 1 + RACK_HORIZON].astype(np.float64))
 
 
 def holt_winters_minutes(y: np.ndarray, series: Sequence[int]) -> tuple[dict[tuple[int, int], np.ndarray], float]:

@@ -134,14 +134,16 @@ class Forecast:
         for load in loads:
             extra += load.draw_at(self.times_s)
         if row is None:
-            return self._shifted(extra)
+            return self.plus(extra)
         if self.point.ndim != 2 or not -self.point.shape[0] <= row < self.point.shape[0]:
             raise ValueError(f"row {row} does not exist in a forecast of shape {self.point.shape}")
         full = np.zeros_like(self.point)
         full[row] = extra
-        return self._shifted(full)
+        return self.plus(full)
 
-    def _shifted(self, extra: FloatArray) -> Forecast:
+    def plus(self, extra: FloatArray) -> Forecast:
+        """This forecast with `extra` (shaped like the point, or broadcast to it) added to
+        the point and every quantile: draw known to come that the history cannot show."""
         return replace(self, point=self.point + extra, quantiles={q: v + extra for q, v in self.quantiles.items()})
 
 
@@ -430,6 +432,12 @@ def older_origins(n: int, offsets: Sequence[int], h: int, before: int, rows: int
     return older[::step]
 
 
+def h_step_changes(raw: FloatArray, clean: FloatArray, h: int) -> FloatArray:
+    """The observed residuals' changes over h steps from the cleaned ones: what step h
+    does to the level, for intervals without a horizon regression behind them."""
+    return raw[:, h:] - clean[:, :-h] if h < raw.shape[1] else raw - clean[:, -1:]
+
+
 def at(e: NDArray[Scalar], origins: range, offset: int) -> NDArray[Scalar]:
     """The residuals `offset` samples after each origin (series, origins), as a view."""
     return e[:, origins.start + offset : origins.stop + offset : origins.step]
@@ -580,8 +588,8 @@ class SeasonalAR:
         offsets = self.offsets(h)
         origins = fit_origins(raw.shape[1], offsets, h, self.max_rows)
         optimism = math.sqrt((self.n_fitted + self.n_params) / max(self.n_fitted - self.n_params, 1))
-        changes = raw[:, h:] - clean[:, :-h] if h < raw.shape[1] else raw - clean[:, -1:]
         if len(origins) < MIN_ROWS_PER_FEATURE * len(offsets):
+            changes = h_step_changes(raw, clean, h)
             return HorizonModel((0,), np.ones((raw.shape[0], 1)), optimism * row_quantiles(changes, levels))
         coefs = least_squares(clean, offsets, origins, h)
         errors = at(raw, origins, h) - predict_at(clean, coefs, offsets, origins)
@@ -593,7 +601,7 @@ class SeasonalAR:
         # to take quantiles of: the h-step changes over the whole window stand in
         unknown = np.isnan(quantiles).any(axis=0)
         if unknown.any():
-            quantiles[:, unknown] = row_quantiles(changes[unknown], levels)
+            quantiles[:, unknown] = row_quantiles(h_step_changes(raw[unknown], clean[unknown], h), levels)
         return HorizonModel(offsets, coefs, optimism * quantiles)
 
 
