@@ -320,8 +320,7 @@ def scheduled_extra(scenario: Scenario, active: np.ndarray) -> tuple[np.ndarray,
     sources = np.zeros((len(scenario.site.sources), RACK_SAMPLES))
     for job in scenario.jobs:
         running = job.running(times).astype(np.float64)
-        extra = np.zeros(len(rated))
-        extra[job.racks] = job.fraction * rated[job.racks]
+        extra = job.extra_kw(rated)
         racks += (extra[:, None] * running[None, :]).astype(np.float32)
         sources += np.bincount(active, weights=extra, minlength=len(sources))[:, None] * running[None, :]
     return racks, sources

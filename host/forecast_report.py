@@ -31,8 +31,8 @@ from typing import Literal
 import numpy as np
 
 from host.forecast import DAY_S, Forecast, ForecastConfig, LoadForecaster, ScheduledLoad
+from host.site.adapters import SourceState
 from host.site.arrays import BoolArray, FloatArray
-from host.site.loads import Job
 from host.site.scenario import Scenario, load_scenario
 from host.site.simulator import SiteSimulator
 
@@ -313,9 +313,7 @@ def _record(
     site = scenario.site
     jobs = scenario.jobs if honour_jobs else ()
     rated = np.array([r.rated_kw for r in site.racks])
-    job_extra = [np.zeros(len(site.racks)) for _ in jobs]  # each job's extra kW per rack while it runs
-    for extra, job in zip(job_extra, jobs, strict=True):
-        extra[job.racks] = job.fraction * rated[job.racks]
+    job_extra = [job.extra_kw(rated) for job in jobs]  # each job's extra kW per rack while it runs
     times: FloatArray = np.arange(steps, dtype=np.float64) * scenario.step_s
     running: FloatArray = np.array([job.running(times) for job in jobs], dtype=np.float64).reshape(len(jobs), steps)
     # A source's racks are read only where the wiring matters: while a job runs, and at the origin.
@@ -325,6 +323,8 @@ def _record(
     on_target: FloatArray = np.zeros((steps, len(jobs)))  # each job's extra kW on the target, as wired at each step
     rack = site.rack_index.get(target, -1)
     source = site.source_index.get(target, -1)
+    # one source's own adapter: the fleet's read_sources would compute every source's health at each step
+    adapter = simulator.adapter(target) if kind == "source" else None
     for k in range(steps):
         if k:
             simulator.step()
@@ -334,8 +334,9 @@ def _record(
             draw[k] = telemetry.draw_kw[rack] if powered else np.nan
             on_target[k] = [extra[rack] if powered else 0.0 for extra in job_extra]
         else:
-            status = simulator.read_sources()[target]
-            draw[k] = status.load_kw if status.up else np.nan
+            assert adapter is not None
+            up = adapter.read_health_status().state == SourceState.UP
+            draw[k] = adapter.read_reserve_capacity().load_kw if up else np.nan
             if wiring_needed[k]:
                 mine = simulator.read_telemetry().active == source
                 on_target[k] = [float(extra[mine].sum()) for extra in job_extra]
@@ -350,29 +351,9 @@ def _scheduled(scenario: Scenario, extra_kw: FloatArray, origin_s: float, horizo
     end_s = origin_s + horizon_s
     for job, extra in zip(scenario.jobs, extra_kw, strict=True):
         if extra > 0:
-            windows = _windows(job, origin_s, end_s)
+            windows = job.windows(origin_s, end_s)
             loads += [ScheduledLoad(start, stop - start, float(extra)) for start, stop in windows]
     return tuple(sorted(loads, key=lambda load: load.start_s))
-
-
-def _windows(job: Job, from_s: float, to_s: float) -> list[tuple[float, float]]:
-    """(start, stop) of the job's runs that overlap [from_s, to_s)."""
-    first = 0 if job.every_s is None else max(0, math.floor((from_s - job.start_s - job.duration_s) / job.every_s))
-    windows = []
-    m = first
-    while True:
-        start = job.start_s + m * (job.every_s or 0.0)
-        stop = start + job.duration_s
-        if job.until_s is not None:
-            stop = min(stop, job.until_s)
-        if start >= to_s or (job.until_s is not None and start >= job.until_s):
-            break
-        if stop > from_s and stop > start:
-            windows.append((start, stop))
-        if job.every_s is None:
-            break
-        m += 1
-    return windows
 
 
 # --- output -----------------------------------------------------------------------------

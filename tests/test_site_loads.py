@@ -98,3 +98,21 @@ def test_bursts_last_their_duration_across_blocks() -> None:
         edges = np.flatnonzero(np.diff(np.r_[0, column.astype(int), 0]))
         runs += list(edges[1::2] - edges[::2])
     assert np.median(runs) == 10  # 600 s at 60 s steps
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        Job(np.arange(2), 7200.0, 3600.0, 0.3),
+        Job(np.arange(2), 7200.0, 7200.0, 0.3, every_s=86_400.0),
+        Job(np.arange(2), 1000.0, 5000.0, 0.3, every_s=20_000.0, until_s=64_000.0),
+    ],
+)
+def test_a_jobs_windows_are_where_it_runs(job: Job) -> None:
+    t = np.arange(0.0, 200_000.0, 60.0)
+    inside = np.zeros(len(t), dtype=bool)
+    for start, stop in job.windows(30_000.0, 150_000.0):
+        inside |= (t >= start) & (t < stop)
+    span = (t >= 30_000.0) & (t < 150_000.0)
+    assert np.array_equal(inside[span], job.running(t)[span])
+    assert np.array_equal(job.extra_kw(np.array([10.0, 20.0, 30.0])), [3.0, 6.0, 0.0])

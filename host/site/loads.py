@@ -100,6 +100,32 @@ class Job:
             on &= t < self.until_s
         return on
 
+    def extra_kw(self, rated_kw: FloatArray) -> FloatArray:
+        """What it adds to each rack's draw while it runs (zero for racks not in it)."""
+        out = np.zeros(len(rated_kw))
+        out[self.racks] = self.fraction * rated_kw[self.racks]
+        return out
+
+    def windows(self, from_s: float, to_s: float) -> list[tuple[float, float]]:
+        """(start, stop) of its runs that overlap [from_s, to_s), where `running` is True."""
+        first = 0 if self.every_s is None else max(0, math.floor((from_s - self.start_s - self.duration_s)
+                                                                  / self.every_s))
+        out = []
+        m = first
+        while True:
+            start = self.start_s + m * (self.every_s or 0.0)
+            stop = start + self.duration_s
+            if self.until_s is not None:
+                stop = min(stop, self.until_s)
+            if start >= to_s or (self.until_s is not None and start >= self.until_s):
+                break
+            if stop > from_s and stop > start:
+                out.append((start, stop))
+            if self.every_s is None:
+                break
+            m += 1
+        return out
+
 
 @dataclass(frozen=True, eq=False)
 class LoadStep:
@@ -252,6 +278,6 @@ class RackLoads:
             load[:, step.racks] *= np.where(step.active(t), step.factor, 1.0)[:, None]
         self._add_bursts(load)
         for job in self.jobs:
-            load[:, job.racks] += job.running(t)[:, None] * (job.fraction * self.rated_kw[job.racks])[None, :]
+            load[:, job.racks] += job.running(t)[:, None] * job.extra_kw(self.rated_kw)[job.racks][None, :]
         np.clip(load, 0.0, self.rated_kw, out=load)
         return load
