@@ -52,8 +52,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from host.fault_cases import draw_case
 from host.fault_monitor import FaultMonitor
-from host.faults import SIGNALS, FaultConfig, SignalAssessment, failure_probability, fit_logit, rise_threshold
-from host.site.health import AMBIENT_SWING_C, BASELINES, TEMPERATURE
+from host.faults import (
+    SIGNALS,
+    FaultConfig,
+    SignalAssessment,
+    as_values,
+    failure_probability,
+    fit_logit,
+    rise_threshold,
+)
+from host.site.health import AMBIENT_PEAK_S, baseline
 from host.site.model import SourceKind
 
 DAY_S = 86_400.0
@@ -68,12 +76,8 @@ RELIABILITY_BINS = (0.0, 0.05, 0.2, 0.4, 0.6, 0.8, 0.95, 1.0)
 
 def fixed_limits(kind: SourceKind) -> np.ndarray:
     """The fixed alarm limit of every signal of a kind (NaN: no such sensor)."""
-    limits = np.full(len(SIGNALS), np.nan)
-    for j, name in enumerate(SIGNALS):
-        no_load, full_rise, _ = BASELINES[kind][j]
-        nominal = no_load + full_rise + (AMBIENT_SWING_C if j == TEMPERATURE else 0.0)
-        limits[j] = nominal + rise_threshold(name, nominal)
-    return limits
+    nominal = baseline([kind], np.ones(1), AMBIENT_PEAK_S)[0][0]  # full load, the warmest hour
+    return nominal + np.array([rise_threshold(name, level) for name, level in zip(SIGNALS, nominal, strict=True)])
 
 
 @dataclass
@@ -101,8 +105,8 @@ class FixedThresholds:
         self.readings: dict[str, list[list[float]]] = {name: [] for name in kinds}
         self.raised: dict[str, float] = {}
 
-    def add(self, name: str, values: Sequence[float | None]) -> None:
-        self.readings[name].append([math.nan if v is None else float(v) for v in values])
+    def add(self, name: str, values: list[float]) -> None:
+        self.readings[name].append(values)
 
     def close_hour(self, name: str, time_s: float) -> bool:
         rows = np.array(self.readings[name], dtype=float).reshape(-1, len(SIGNALS))
@@ -132,7 +136,7 @@ def run_case(seed: int) -> CaseResult:
         hour_closed = sim.time_s % HOUR_S == 0
         for name, assessment in assessments.items():
             signals = statuses[name].signals
-            fixed.add(name, [None] * len(SIGNALS) if signals is None else [getattr(signals, s) for s in SIGNALS])
+            fixed.add(name, as_values(signals))
             if hour_closed:
                 trace = traces[name]
                 trace.times.append(sim.time_s)

@@ -340,7 +340,7 @@ class FaultPredictor:
         """The sample less the source's own baseline (and the sensor steps seen), per
         signal, NaN for a gap; None while the baseline is being learned."""
         cfg = self.config
-        values = _as_values(signals)
+        values = as_values(signals)
         load = float(load_fraction) if math.isfinite(load_fraction) else 0.0
         if self._t0 is None:
             self._t0 = time_s
@@ -492,7 +492,8 @@ class FaultPredictor:
         )
 
 
-def _as_values(signals: HealthSignals | Sequence[float | None] | None) -> list[float]:
+def as_values(signals: HealthSignals | Sequence[float | None] | None) -> list[float]:
+    """Readings in SIGNALS order, NaN for a dropout or a missing sensor."""
     if signals is None:
         return [math.nan] * len(SIGNALS)
     raw = [getattr(signals, name) for name in SIGNALS] if isinstance(signals, HealthSignals) else list(signals)
