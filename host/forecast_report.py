@@ -53,6 +53,9 @@ class ForecastReportError(ValueError):
     """A forecast that cannot be made as asked; the message says why and what would do."""
 
 
+GAP_STATE: dict[Kind, str] = {"rack": "unpowered", "source": "down"}  # what a gap in the draw means
+
+
 @dataclass(frozen=True, eq=False)
 class ForecastReport:
     """The forecast of one rack or source at one origin, with the history before it and
@@ -63,12 +66,24 @@ class ForecastReport:
     kind: Kind
     target: str
     step_s: float
-    history_s: FloatArray  # times of the history samples; the last is one step before the origin
     history_kw: FloatArray  # as recorded, scheduled jobs included
     forecast: Forecast  # steps 1..H after the history; times_s[0] is the origin
     actual_kw: FloatArray
     seasons: tuple[str, ...]  # the seasons the fit used, e.g. ("daily",)
     scheduled: tuple[ScheduledLoad, ...]  # the job windows added to the forecast
+
+    @property
+    def history_s(self) -> FloatArray:
+        """Times of the history samples; the last is one step before the origin."""
+        return np.arange(len(self.history_kw), dtype=np.float64) * self.step_s
+
+    @property
+    def history_days(self) -> float:
+        return len(self.history_kw) * self.step_s / DAY_S
+
+    @property
+    def horizon_min(self) -> float:
+        return len(self.actual_kw) * self.step_s / 60
 
     @property
     def times_s(self) -> FloatArray:
@@ -89,7 +104,7 @@ class ForecastReport:
     @property
     def gap_state(self) -> str:
         """What a gap means for this target."""
-        return "unpowered" if self.kind == "rack" else "down"
+        return GAP_STATE[self.kind]
 
     @property
     def compared(self) -> int:
@@ -148,9 +163,9 @@ class ForecastReport:
             "scenario": self.scenario,
             self.kind: self.target,
             "step_s": self.step_s,
-            "history_days": round(len(self.history_kw) * self.step_s / DAY_S, 4),
+            "history_days": round(self.history_days, 4),
             "origin_s": self.origin_s,
-            "horizon_min": round(len(self.actual_kw) * self.step_s / 60, 3),
+            "horizon_min": round(self.horizon_min, 3),
             "scheduled": [{"start_s": s.start_s, "duration_s": s.duration_s, "extra_kw": round(s.extra, 3)}
                           for s in self.scheduled],
             "summary": self.summary(),
@@ -159,12 +174,12 @@ class ForecastReport:
 
     def as_text(self) -> str:
         """A summary and a compact table of the horizon."""
-        horizon_min = len(self.actual_kw) * self.step_s / 60
+        horizon_min = self.horizon_min
         steps = len(self.actual_kw)
         missing = "" if self.compared == steps else f"; {self.gap_state} in the other {steps - self.compared}"
         lines = [
             f"{self.kind} {self.target}, scenario {self.scenario}: {horizon_min:g} min from {clock(self.origin_s)}"
-            f" after {len(self.history_kw) * self.step_s / DAY_S:g} days of history; {self.method}",
+            f" after {self.history_days:g} days of history; {self.method}",
             f"MAE {_kw(self.mae_kw)}, MAPE {_pct(self.mape_pct)}, P95 coverage {_pct(100 * self.p95_coverage, 0)}"
             f" ({self.compared} of {steps} steps compared{missing})",
         ]
@@ -214,7 +229,7 @@ def forecast_against_actuals(
     draw, job_kw, at_origin = _record(scenario, kind, target, n, horizon, honour_jobs)
     history = draw[:n] - job_kw[:n]
     if not np.isfinite(history).any():
-        state = "unpowered" if kind == "rack" else "down"
+        state = GAP_STATE[kind]
         raise ForecastReportError(f"{kind} {target!r} was {state} throughout the history: nothing to fit")
     forecaster = LoadForecaster(config).fit(history, t0_s=0.0)
     origin_s = n * scenario.step_s
@@ -230,7 +245,6 @@ def forecast_against_actuals(
         kind=kind,
         target=target,
         step_s=scenario.step_s,
-        history_s=np.arange(n, dtype=np.float64) * scenario.step_s,
         history_kw=draw[:n],
         forecast=forecast,
         actual_kw=draw[n:],
@@ -455,7 +469,7 @@ def plot(report: ForecastReport, path: Path | str) -> None:
     # below the axes, in one row: a legend inside would hide data somewhere
     fig.legend(handles, labels, loc="outside lower center", fontsize=9, ncols=len(labels), frameon=False)
     ax.set_title(f"{report.kind} {report.target}, scenario {report.scenario}", loc="left", fontsize=12)
-    ax.set_title(f"{len(report.actual_kw) * report.step_s / 60:g} min ahead from {clock(report.origin_s)}: "
+    ax.set_title(f"{report.horizon_min:g} min ahead from {clock(report.origin_s)}: "
                  f"MAE {_kw(report.mae_kw)}, MAPE {_pct(report.mape_pct)}, "
                  f"P95 coverage {_pct(100 * report.p95_coverage, 0)}\n{report.method}",
                  loc="right", fontsize=9, color="0.3")
