@@ -215,7 +215,7 @@ def plan_command(scenario_path: Path, at_s: float, method: str, budget: int | No
         report = plan_report.plan_scenario(scenario_path, at_s=at_s, method=method, budget=budget)
     except plan_report.PlanReportError as exc:
         raise click.ClickException(str(exc)) from None
-    _emit(report.as_dict(), as_json, report.as_text())
+    click.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.as_text())
 
 
 def _summary(entry: dict[str, Any]) -> str:

@@ -48,8 +48,12 @@ class PlanReport:
     method: str  # as asked
     problem: Problem
     plan: Plan
-    lp_bound: float | None
     down: tuple[str, ...]  # sources not up at time_s
+
+    @property
+    def lp_bound(self) -> float | None:
+        """The LP bound the plan's gap is to (None: not computed, or no plan covers N-1)."""
+        return self.plan.solution.lp_bound
 
     @property
     def binding(self) -> dict[str, Any]:
@@ -64,13 +68,9 @@ class PlanReport:
             return {"kind": "shortfall", "lost": first.lost, "source": first.source,
                     "kw": round(first.kw, 3), "text": str(first), "move_budget_spent": spent}  # fmt: skip
         names, n = p.source_ids, p.n_sources
-        load = p.loads(plan.assign) + p.other_kw
-        flow = np.zeros((n, n))
-        has = (plan.assign >= 0) & (plan.alternate >= 0)
-        np.add.at(flow, (plan.assign[has], plan.alternate[has]), p.draw_kw[has])
-        post = (load[None, :] + flow) / p.capacity_kw[None, :]
+        post = p.post_util(plan.assign, plan.alternate)
         np.fill_diagonal(post, -math.inf)
-        steady = load / p.capacity_kw
+        steady = (p.loads(plan.assign) + p.other_kw) / p.capacity_kw
         lost, source = (int(i) for i in np.unravel_index(int(np.argmax(post)), post.shape))
         if n < 2 or steady.max() >= post[lost, source]:
             t = int(np.argmax(steady))
@@ -169,8 +169,7 @@ def build_problem(simulator: SiteSimulator, policy: Policy | None = None) -> tup
     telemetry = simulator.read_telemetry()
     statuses = simulator.read_sources()
     rated = np.array([rack.rated_kw for rack in site.racks])
-    index = {rack_id: i for i, rack_id in enumerate(telemetry.rack_ids)}
-    order = [index[rack.id] for rack in site.racks]
+    order = [telemetry.index(rack.id) for rack in site.racks]
     active = telemetry.active[order]
     draw = np.where(active >= 0, np.minimum(telemetry.draw_kw[order] * DRAW_MARGIN, rated), rated)
     current = [telemetry.source_ids[a] if a >= 0 else None for a in active.tolist()]
@@ -207,9 +206,8 @@ def plan_scenario(
         raise PlanReportError(f"the site cannot be planned: {exc}") from None
     exact = method == "exact" or (method == "auto" and problem.n_racks <= EXACT_MAX_RACKS)
     if exact:
-        solution = solve_milp(problem, time_limit_s=TIME_LIMIT_S)
-        bound = solution.lp_bound  # None when the plan is infeasible: there is no bound to compare with
+        solution = solve_milp(problem, time_limit_s=TIME_LIMIT_S)  # its lp_bound is None when the plan is infeasible
     else:
         bound = lp_bound(problem, time_limit_s=TIME_LIMIT_S) if problem.n_racks <= LP_BOUND_MAX_RACKS else None
         solution = solve_heuristic(problem, lp_bound=bound)
-    return PlanReport(scenario.name, simulator.time_s, method, problem, make_plan(problem, solution), bound, down)
+    return PlanReport(scenario.name, simulator.time_s, method, problem, make_plan(problem, solution), down)

@@ -15,7 +15,7 @@ import numpy as np
 from host.allocate.problem import Policy, Problem
 from host.site.model import Priority, SourceKind
 
-OVERLOAD_ALLOWANCE = 0.1
+OVERLOAD_ALLOWANCE = Policy.overload_allowance  # the policy's default
 
 
 def tight_problem(

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from host.allocate.problem import Problem
+from host.allocate.problem import TOLERANCE_KW, Problem
 from host.allocate.solution import Shortfall, Solution, Status
 from host.site.arrays import FloatArray, IntArray
 
@@ -44,9 +44,7 @@ class _State:
         self.base = problem.other_kw
         self.load = problem.loads(assign)
         self.flow = np.zeros((n, n))
-        self.options: list[list[int]] = [
-            [int(t) for t in row[ok]] for row, ok in zip(problem.reach, problem.usable, strict=True)
-        ]
+        self.options = problem.options
 
     def matrix(self, load: FloatArray | None = None, flow: FloatArray | None = None) -> FloatArray:
         """Utilisation of survivor t after losing s; the diagonal holds the steady state."""
@@ -102,7 +100,7 @@ def solve_heuristic(problem: Problem, *, lp_bound: float | None = None) -> Solut
     given (see `milp.lp_bound`), is kept in the solution for its gap."""
     start = time.perf_counter()
     state = _State(problem, problem.current.copy())
-    _evacuate(problem, state)
+    problem.place_evacuated(state.assign, state.load)
     state.set_alternates()
     _search(problem, state)
     before = state.worst()
@@ -114,22 +112,6 @@ def solve_heuristic(problem: Problem, *, lp_bound: float | None = None) -> Solut
     status = Status.INFEASIBLE if shortfalls else Status.FEASIBLE
     return Solution("heuristic", status, state.assign, state.alternate, state.worst(), lp_bound,
                     time.perf_counter() - start, shortfalls)  # fmt: skip
-
-
-def _evacuate(problem: Problem, state: _State) -> None:
-    """Place the racks that must move, largest first, where utilisation is lowest."""
-    draw = problem.draw_kw
-    for r in sorted(np.flatnonzero(problem.evacuate).tolist(), key=lambda r: -draw[r]):
-        s = int(state.assign[r])
-        if s >= 0:
-            state.load[s] -= draw[r]
-        options = state.options[r]
-        if not options:
-            state.assign[r] = -1  # no usable source at all: reported as a shortfall
-            continue
-        t = min(options, key=lambda t: (state.load[t] + state.base[t] + draw[r]) / state.cap[t])
-        state.assign[r] = t
-        state.load[t] += draw[r]
 
 
 def _search(problem: Problem, state: _State) -> None:
@@ -235,9 +217,10 @@ def _shortfalls(problem: Problem, state: _State) -> tuple[Shortfall, ...]:
     for s in np.unique(state.assign[orphan]).tolist():
         found.append(Shortfall(names[s], None, float(draw[orphan & (state.assign == s)].sum())))
     steady_over = state.load - problem.steady_limit_kw
-    found += [Shortfall(None, names[t], float(steady_over[t])) for t in np.flatnonzero(steady_over > 1e-6).tolist()]
+    over = np.flatnonzero(steady_over > TOLERANCE_KW).tolist()
+    found += [Shortfall(None, names[t], float(steady_over[t])) for t in over]
     post_over = state.load[None, :] + state.flow - problem.post_limit_kw[None, :]
-    for s, t in zip(*np.nonzero(post_over > 1e-6), strict=True):
+    for s, t in zip(*np.nonzero(post_over > TOLERANCE_KW), strict=True):
         if s != t:
             found.append(Shortfall(names[int(s)], names[int(t)], float(post_over[s, t])))
     return tuple(found)

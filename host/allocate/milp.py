@@ -91,6 +91,7 @@ class _Model:
         self.problem = problem
         pr_, pk = np.nonzero(problem.usable)
         self.pr: IntArray = pr_.astype(np.int64)
+        self.pk: IntArray = pk.astype(np.int64)  # the input of each pair
         self.ps: IntArray = problem.reach[pr_, pk].astype(np.int64)
         n_pairs = len(self.pr)
         pair_of = np.full(problem.usable.shape, -1, dtype=np.int64)
@@ -155,13 +156,13 @@ class _Model:
         on = {t: np.flatnonzero(self.ps == t) for t in allowed}
         cap = problem.capacity_kw
         for t in allowed:
-            cols, vals = self.x0 + on[t], draw[self.pr[on[t]]]
+            on_cols, on_vals = self.x0 + on[t], draw[self.pr[on[t]]]
+            cols, vals = on_cols, on_vals
             limit = float(problem.steady_limit_kw[t])
             if self.elastic:
                 cols, vals = np.append(cols, self._new_slack(None, int(t))), np.append(vals, -1.0)
             rows.add(cols, vals, -np.inf, limit)
-            rows.add(np.append(self.x0 + on[t], self.u), np.append(draw[self.pr[on[t]]], -cap[t]),
-                     -np.inf, -float(problem.other_kw[t]))  # fmt: skip
+            rows.add(np.append(on_cols, self.u), np.append(on_vals, -cap[t]), -np.inf, -float(problem.other_kw[t]))
         # Every single loss: survivors within the allowance, and under U.
         ys_t, yq_t = self.ps[self.yp], self.ps[self.yq]
         for s in allowed:
@@ -215,7 +216,7 @@ class _Model:
         counted[list(self.stay_pair)] = True
         c[self.x0 : self.x0 + len(self.pr)] = np.where(counted[self.pr], problem.weight[self.pr], 0.0)
         c[list(self.stay_pair.values())] = 0.0
-        loss = problem.loss_kw[self.pr, np.argmax(problem.reach[self.pr] == self.ps[:, None], axis=1)]
+        loss = problem.loss_kw[self.pr, self.pk]
         worst_total = float(np.sum(np.max(np.where(problem.usable, problem.loss_kw, 0.0), axis=1)))
         if worst_total > 0:
             c[self.x0 : self.x0 + len(self.pr)] += LOSS_SHARE * loss / worst_total
@@ -234,6 +235,14 @@ class _Model:
         return milp(c, integrality=integrality, bounds=Bounds(lower, upper),
                     constraints=self.rows.constraint(self.n_vars),
                     options={"time_limit": time_limit_s, "mip_rel_gap": gap})  # fmt: skip
+
+    def relaxed_u(self, *, fixed: dict[int, float] | None = None, time_limit_s: float = 60.0) -> float | None:
+        """U at the optimum of the LP relaxation: a lower bound on it (None when even the
+        relaxation is infeasible)."""
+        c = np.zeros(self.n_vars)
+        c[self.u] = 1.0
+        relaxed = self.solve(c, relax=True, fixed=fixed, time_limit_s=time_limit_s)
+        return float(relaxed.x[self.u]) if relaxed.x is not None else None
 
     def decode(self, v: FloatArray) -> tuple[IntArray, IntArray]:
         """(assign, alternate) per rack from a solution vector."""
@@ -287,8 +296,7 @@ def _optimise(problem: Problem, model: _Model, fixed: dict[int, float], start: f
     gap = MOVE_SLACK / max(float(c_moves @ first.x), MOVE_SLACK)  # stage 1's plan bounds stage 2's cost
     second = model.solve(c_moves, upper_u=u_cap, fixed=fixed, time_limit_s=time_limit_s, gap=min(gap, 0.5))
     best = second if second.x is not None else first
-    relaxed = model.solve(c_u, relax=True, fixed=fixed, time_limit_s=time_limit_s)
-    bound = float(relaxed.x[model.u]) if relaxed.x is not None else None
+    bound = model.relaxed_u(fixed=fixed, time_limit_s=time_limit_s)
     assign, alternate = model.decode(best.x)
     proven = first.status == 0 and second.status == 0
     status = Status.SHED if fixed and any(fixed.values()) else Status.OPTIMAL if proven else Status.FEASIBLE
@@ -333,7 +341,4 @@ def lp_bound(problem: Problem, *, time_limit_s: float = 60.0) -> float | None:
     """The LP-relaxation lower bound of the worst post-contingency utilisation under the
     same move budget (None when even the relaxation is infeasible)."""
     model = _Model(problem, np.zeros(problem.n_racks, dtype=bool), elastic=False)
-    c = np.zeros(model.n_vars)
-    c[model.u] = 1.0
-    relaxed = model.solve(c, relax=True, time_limit_s=time_limit_s)
-    return float(relaxed.x[model.u]) if relaxed.x is not None else None
+    return model.relaxed_u(time_limit_s=time_limit_s)

@@ -23,20 +23,19 @@ import time
 
 import numpy as np
 
-from host.allocate.problem import Problem
+from host.allocate.problem import TOLERANCE_KW, Problem
 from host.allocate.solution import Shortfall, Solution, Status
 from host.site.arrays import FloatArray, IntArray
 
 TOLERANCE = 0.02  # utilisation above the average that counts as balanced
-TOLERANCE_KW = 1e-6
 
 
-def solve_naive(problem: Problem, *, tolerance: float = TOLERANCE, lp_bound: float | None = None) -> Solution:
-    """The naive plan for `problem`. `lp_bound`, when given, is kept in the solution for its gap."""
+def solve_naive(problem: Problem) -> Solution:
+    """The naive plan for `problem` (no LP bound: its gap is not computed)."""
     start = time.perf_counter()
     draw, cap = problem.draw_kw, problem.capacity_kw
     allowed = problem.allowed_source
-    options = [[int(t) for t in problem.reach[r][problem.usable[r]]] for r in range(problem.n_racks)]
+    options = problem.options
     assign: IntArray = problem.current.copy()
     load: FloatArray = problem.loads(assign)
     base = problem.other_kw
@@ -44,21 +43,12 @@ def solve_naive(problem: Problem, *, tolerance: float = TOLERANCE, lp_bound: flo
     def util(t: int, extra: float = 0.0) -> float:
         return float((load[t] + base[t] + extra) / cap[t])
 
-    for r in sorted(np.flatnonzero(problem.evacuate).tolist(), key=lambda r: -draw[r]):
-        s = int(assign[r])
-        if s >= 0:
-            load[s] -= draw[r]
-        if not options[r]:
-            assign[r] = -1  # no usable source at all: reported as a shortfall
-            continue
-        t = min(options[r], key=lambda t: util(t, float(draw[r])))
-        assign[r] = t
-        load[t] += draw[r]
+    problem.place_evacuated(assign, load)
 
     movable = ~problem.locked & ~problem.evacuate
     total_cap = float(cap[allowed].sum())
     average = float((draw[assign >= 0].sum() + base[allowed].sum()) / total_cap) if total_cap > 0 else 0.0
-    limit = average + tolerance
+    limit = average + TOLERANCE
     steady = problem.steady_limit_kw
     moves = 0
     while moves < problem.policy.move_budget:
@@ -96,13 +86,13 @@ def solve_naive(problem: Problem, *, tolerance: float = TOLERANCE, lp_bound: flo
     status = Status.INFEASIBLE if shortfalls else Status.FEASIBLE
     u = problem.worst_post(assign, alternate)
     note = f"{moves} voluntary moves, average utilisation {average:.3f}"
-    return Solution("naive", status, assign, alternate, u, lp_bound, time.perf_counter() - start, shortfalls, note)
+    return Solution("naive", status, assign, alternate, u, None, time.perf_counter() - start, shortfalls, note)
 
 
 def _shortfalls(problem: Problem, assign: IntArray, alternate: IntArray, load: FloatArray) -> tuple[Shortfall, ...]:
     """What does not fit: racks with no usable source or no alternate, steady loads over
     the ceiling, survivors over their allowance after a loss."""
-    names, draw, n = problem.source_ids, problem.draw_kw, problem.n_sources
+    names, draw = problem.source_ids, problem.draw_kw
     found: list[Shortfall] = []
     unplaced = assign < 0
     if unplaced.any():
@@ -112,10 +102,7 @@ def _shortfalls(problem: Problem, assign: IntArray, alternate: IntArray, load: F
         found.append(Shortfall(names[s], None, float(draw[orphan & (assign == s)].sum())))
     steady_over = load - problem.steady_limit_kw
     found += [Shortfall(None, names[t], float(steady_over[t])) for t in np.flatnonzero(steady_over > TOLERANCE_KW)]
-    flow = np.zeros((n, n))
-    has = (assign >= 0) & (alternate >= 0)
-    np.add.at(flow, (assign[has], alternate[has]), draw[has])
-    post_over = load[None, :] + flow - problem.post_limit_kw[None, :]
+    post_over = load[None, :] + problem.flow_kw(assign, alternate) - problem.post_limit_kw[None, :]
     for s, t in zip(*np.nonzero(post_over > TOLERANCE_KW), strict=True):
         if s != t and load[s] > 0:
             found.append(Shortfall(names[int(s)], names[int(t)], float(post_over[s, t])))

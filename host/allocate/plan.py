@@ -9,11 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from host.allocate.check import Check, check
-from host.allocate.problem import Problem
+from host.allocate.problem import TOLERANCE_KW, Problem
 from host.allocate.solution import Shortfall, Solution, Status
 from host.site.arrays import FloatArray, IntArray
 
-TOLERANCE_KW = 1e-6
 Tables = dict[str, dict[str, tuple[str, ...]]]  # lost source -> rack -> ranked alternates
 
 
@@ -111,16 +110,11 @@ def contingency_tables(problem: Problem, assign: IntArray, alternate: IntArray) 
     """For each source, each of its racks' ranked alternates: the planned one first, then
     the rack's other usable sources by their utilisation after that loss, lowest first."""
     sources = problem.source_ids
-    n = problem.n_sources
-    load = problem.loads(assign) + problem.other_kw
-    flow = np.zeros((n, n))  # kW from lost s to survivor t
-    has = (assign >= 0) & (alternate >= 0)
-    np.add.at(flow, (assign[has], alternate[has]), problem.draw_kw[has])
-    post: FloatArray = (load[None, :] + flow) / problem.capacity_kw[None, :]
+    post = problem.post_util(assign, alternate)
     tables: Tables = {}
     for r in np.flatnonzero(assign >= 0):
         s, alt = int(assign[r]), int(alternate[r])
-        others = [int(t) for t in problem.reach[r][problem.usable[r]] if t not in (s, alt)]
+        others = [t for t in problem.options[r] if t not in (s, alt)]
         others.sort(key=lambda t: post[s, t])
         ranked = ([alt] if alt >= 0 else []) + others
         tables.setdefault(sources[s], {})[problem.rack_ids[r]] = tuple(sources[t] for t in ranked)
@@ -190,8 +184,7 @@ def _staging(
         frm = where[r]
         if frm < 0 or inbound[frm] <= 0:
             continue
-        for t in problem.reach[r][problem.usable[r]]:
-            t = int(t)
+        for t in problem.options[r]:
             room = hard[t] - load[t] - problem.draw_kw[r]
             if t != frm and room >= -TOLERANCE_KW and (best is None or room - inbound[t] > best[0]):
                 best = (room - inbound[t], r, t)

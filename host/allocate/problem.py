@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 
 from host.site.arrays import BoolArray, FloatArray, IntArray, frozen
-from host.site.electrical import POWER_FACTOR
+from host.site.electrical import POWER_FACTOR, line_current_a
 from host.site.model import Availability, Priority, Site, SourceKind
 
 # What one move costs in the objective: every move is a supply gap, worst for critical racks.
 MOVE_WEIGHT = {Priority.DEFERRABLE: 1.0, Priority.NORMAL: 2.0, Priority.CRITICAL: 4.0}
 SQRT3 = math.sqrt(3.0)
+TOLERANCE_KW = 1e-6  # kW over a limit that still counts as within it
 
 
 class AllocationError(ValueError):
@@ -281,19 +282,20 @@ class Problem:
         return np.array([MOVE_WEIGHT[p] for p in self.priority], dtype=np.float64)
 
     @cached_property
+    def current_a(self) -> FloatArray:
+        """Each rack's line current at its draw."""
+        return line_current_a(self.draw_kw, self.policy.voltage_v, power_factor=self.policy.power_factor)
+
+    @cached_property
     def drop_v(self) -> FloatArray:
         """(racks, K): the path voltage drop sqrt(3) * I * Z on each input, at the rack's draw."""
-        p = self.policy
-        current_a = self.draw_kw * 1000.0 / (SQRT3 * p.voltage_v * p.power_factor)
-        out: FloatArray = SQRT3 * current_a[:, None] * self.impedance_ohm
+        out: FloatArray = SQRT3 * self.current_a[:, None] * self.impedance_ohm
         return out
 
     @cached_property
     def loss_kw(self) -> FloatArray:
         """(racks, K): the I^2 R loss of each path, three phases, at the rack's draw."""
-        p = self.policy
-        current_a = self.draw_kw * 1000.0 / (SQRT3 * p.voltage_v * p.power_factor)
-        out: FloatArray = 3.0 * current_a[:, None] ** 2 * self.impedance_ohm / 1000.0
+        out: FloatArray = 3.0 * self.current_a[:, None] ** 2 * self.impedance_ohm / 1000.0
         return out
 
     @cached_property
@@ -311,13 +313,30 @@ class Problem:
         return out
 
     @cached_property
+    def options(self) -> tuple[tuple[int, ...], ...]:
+        """Per rack, the sources it may be on or go to (its usable inputs' sources), in input order."""
+        return tuple(tuple(int(t) for t in row[ok]) for row, ok in zip(self.reach, self.usable, strict=True))
+
+    @cached_property
+    def is_battery(self) -> BoolArray:
+        """Sources that are battery strings."""
+        return np.array([k == SourceKind.BATTERY for k in self.kind])
+
+    @cached_property
+    def runtime_limit_kw(self) -> FloatArray:
+        """What each battery string can carry for the policy's minimum runtime (recharge
+        included); the values of other sources are not used."""
+        energy = np.where(self.is_battery, np.nan_to_num(self.energy_kwh), 0.0)
+        out: FloatArray = self.recharge_kw + energy * 3600.0 / self.policy.min_runtime_s
+        return out
+
+    @cached_property
     def steady_limit_kw(self) -> FloatArray:
         """What each source may carry from this problem's racks in steady state. A battery
         string carries no more than its charger puts back: above that it discharges, and
         it is a reserve for the contingencies, not a place to park racks."""
-        battery = np.array([k == SourceKind.BATTERY for k in self.kind])
         ceiling = self.capacity_kw * self.policy.ceiling
-        limit = np.where(battery, np.minimum(ceiling, self.recharge_kw), ceiling)
+        limit = np.where(self.is_battery, np.minimum(ceiling, self.recharge_kw), ceiling)
         return self._battery_cap(limit) - self.other_kw
 
     @cached_property
@@ -331,10 +350,7 @@ class Problem:
         return self._battery_cap(self.capacity_kw.copy()) - self.other_kw
 
     def _battery_cap(self, limit: FloatArray) -> FloatArray:
-        battery = np.array([k == SourceKind.BATTERY for k in self.kind])
-        energy = np.where(battery, np.nan_to_num(self.energy_kwh), 0.0)
-        runtime_kw = self.recharge_kw + energy * 3600.0 / self.policy.min_runtime_s
-        out: FloatArray = np.where(battery, np.minimum(limit, runtime_kw), limit)
+        out: FloatArray = np.where(self.is_battery, np.minimum(limit, self.runtime_limit_kw), limit)
         return out
 
     @cached_property
@@ -365,16 +381,43 @@ class Problem:
         out = np.bincount(assign[on], weights=self.draw_kw[on], minlength=self.n_sources)
         return out.astype(np.float64)
 
-    def worst_post(self, assign: IntArray, alternate: IntArray) -> float:
-        """The highest utilisation of any source, steady or after any single loss, when
-        each rack on a lost source goes to its alternate."""
+    def flow_kw(self, assign: IntArray, alternate: IntArray) -> FloatArray:
+        """(sources, sources): the kW that go to survivor t if s is lost, each rack on s
+        (under `assign`) going to its `alternate` (-1: none)."""
         n = self.n_sources
-        load = self.loads(assign) + self.other_kw
         has = (assign >= 0) & (alternate >= 0)
         flow = np.zeros((n, n))
         np.add.at(flow, (assign[has], alternate[has]), self.draw_kw[has])
-        post = (load[None, :] + flow) / self.capacity_kw[None, :]
-        return float(post.max()) if n > 1 else 0.0
+        return flow
+
+    def post_util(self, assign: IntArray, alternate: IntArray) -> FloatArray:
+        """(sources, sources): the utilisation of survivor t after losing s (outside load
+        included); the diagonal is the steady state when no rack's alternate is its target."""
+        load = self.loads(assign) + self.other_kw
+        out: FloatArray = (load[None, :] + self.flow_kw(assign, alternate)) / self.capacity_kw[None, :]
+        return out
+
+    def worst_post(self, assign: IntArray, alternate: IntArray) -> float:
+        """The highest utilisation of any source, steady or after any single loss, when
+        each rack on a lost source goes to its alternate."""
+        return float(self.post_util(assign, alternate).max()) if self.n_sources > 1 else 0.0
+
+    def place_evacuated(self, assign: IntArray, load: FloatArray) -> None:
+        """Move the racks that must leave their source, largest first, each to the usable
+        source left least utilised (outside load included), updating `assign` and this
+        problem's `load` per source in place; a rack with no usable source is opened (-1)."""
+        draw, base, cap = self.draw_kw, self.other_kw, self.capacity_kw
+        for r in sorted(np.flatnonzero(self.evacuate).tolist(), key=lambda r: -draw[r]):
+            s = int(assign[r])
+            if s >= 0:
+                load[s] -= draw[r]
+            options = self.options[r]
+            if not options:
+                assign[r] = -1  # no usable source at all: reported as a shortfall
+                continue
+            t = min(options, key=lambda t: (load[t] + base[t] + draw[r]) / cap[t])
+            assign[r] = t
+            load[t] += draw[r]
 
     @classmethod
     def from_site(

@@ -22,8 +22,9 @@ PRESENT_FRACTION = 0.5
 TOLERANCE = 0.10
 
 
-def line_current_a(draw_kw: FloatArray, voltage_v: float) -> FloatArray:
-    out: FloatArray = draw_kw * 1000.0 / (math.sqrt(3) * voltage_v * POWER_FACTOR)
+def line_current_a(draw_kw: FloatArray, voltage_v: float, *, power_factor: float = POWER_FACTOR) -> FloatArray:
+    """The line current of a balanced three-phase draw at `voltage_v` line-to-line."""
+    out: FloatArray = draw_kw * 1000.0 / (math.sqrt(3) * voltage_v * power_factor)
     return out
 
 
