@@ -59,11 +59,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats  # type: ignore[import-untyped]  # no stubs ship with scipy
+from scipy import linalg, stats  # type: ignore[import-untyped]  # no stubs ship with scipy
 
 FloatArray = NDArray[np.float64]
 Scalar = TypeVar("Scalar", bound=np.generic)
@@ -79,6 +79,7 @@ MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard
 OUTLIER_SIGMAS = 5.0  # a sample sticking out from both neighbours by this many sigmas is a spike
 MIN_OBS_PER_PARAM = 4  # valid samples the model needs per fitted parameter
 MIN_ROWS_PER_FEATURE = 10  # rows a residual regression needs per feature
+BATCH_ELEMENTS = 2_000_000  # features solved together at most (16 MB of float64)
 CLEANING_PASSES = 3  # one-step passes over gaps and spikes in the residuals
 SCALE_SAMPLES = 2000  # samples a robust scale is estimated from
 MIN_REL_SPREAD = 0.05  # the fallbacks' spread is at least this share of the mean level
@@ -373,22 +374,32 @@ def fourier_frequencies(seasons: Sequence[tuple[int, int]]) -> FloatArray:
     return np.array([float(f) for f in freqs])
 
 
-def design(sample_index: FloatArray, freqs: FloatArray) -> FloatArray:
-    """Intercept, then a sine and a cosine per frequency, at absolute sample indices."""
+def design(sample_index: FloatArray, freqs: FloatArray, period: int = 0) -> FloatArray:
+    """Intercept, then a sine and a cosine per frequency, at absolute sample indices.
+    With `period` (the seasons' least common multiple, when `sample_index` is
+    consecutive) the rows repeat every `period` samples and are computed once: a week
+    of minutes with a daily season costs a day's sines."""
+    n = sample_index.size
+    if 0 < period < n:
+        return np.tile(design(sample_index[:period], freqs), (-(-n // period), 1))[:n]
     angle = 2 * np.pi * np.outer(sample_index, freqs)
-    return np.hstack([np.ones((sample_index.size, 1)), np.sin(angle), np.cos(angle)])
+    return np.hstack([np.ones((n, 1)), np.sin(angle), np.cos(angle)])
 
 
 def huber_fit(y: FloatArray, x: FloatArray, k: float) -> FloatArray:
     """Huber M-estimate (series, p) of `y` (series, n) on the shared design `x` (n, p),
     by pseudo-observations with gaps filled by their fitted value, and the scale fixed
     from the least-squares residuals (a robust start that needs one median per fit). One
-    projection, (X'X)^-1 X', serves all series and all passes, which makes thousands of
+    Cholesky factor of X'X serves all series and all passes, which makes thousands of
     racks cheap."""
     observed = ~np.isnan(y)
-    pinv = np.linalg.solve(x.T @ x, x.T).T  # (n, p); the Fourier columns are near orthogonal
+    factor = linalg.cho_factor(x.T @ x)  # (p, p); the Fourier columns are near orthogonal
+
+    def project(values: FloatArray) -> FloatArray:
+        return np.asarray(linalg.cho_solve(factor, x.T @ values.T).T)
+
     pseudo = np.where(observed, y, np.nanmean(y, axis=1, keepdims=True))
-    beta = pseudo @ pinv
+    beta = project(pseudo)
     sigma = np.zeros((y.shape[0], 1))
     for i in range(HUBER_ITERATIONS):
         fitted = beta @ x.T
@@ -396,7 +407,7 @@ def huber_fit(y: FloatArray, x: FloatArray, k: float) -> FloatArray:
         if i == 0:
             sigma = robust_scale(np.where(observed, residuals, np.nan))[:, None]
         pseudo = fitted + np.clip(residuals, -k * sigma, k * sigma)
-        step = pseudo @ pinv - beta
+        step = project(pseudo) - beta
         beta += step
         if (np.abs(step).sum(axis=1) < HUBER_TOLERANCE * sigma[:, 0]).all():  # |fitted change| <= sum |step|
             break
@@ -457,23 +468,34 @@ def least_squares(e: FloatArray, offsets: Sequence[int], origins: range, h: int)
     one: the regression is fitted on changes from the current level, so a level shift
     persists (a random-walk level, as in Holt-Winters with its level smoothing near 1).
     Fitting levels instead learns the mean reversion that a seasonal mean fitted on the
-    same window builds into its residuals, and forecasts worse. Normal equations of all
-    series at once; a whisker of ridge keeps a constant series solvable."""
+    same window builds into its residuals, and forecasts worse."""
     level = at(e, origins, 0)
     others = [off for off in offsets if off != 0]
-    coefs = np.zeros((e.shape[0], len(offsets)))
-    coefs[:, list(offsets).index(0)] = 1.0
     if not others:
-        return coefs
-    changes = np.stack([at(e, origins, off) - level for off in others], axis=1)  # (series, k, rows)
-    target = at(e, origins, h) - level
-    gram = np.matmul(changes, changes.transpose(0, 2, 1))
-    rhs = np.matmul(changes, target[:, :, None])
-    ridge = (1e-9 * np.trace(gram, axis1=-2, axis2=-1) + 1e-12)[:, None, None] * np.eye(len(others))
-    solved = np.linalg.solve(gram + ridge, rhs)[..., 0]
-    for j, off in enumerate(others):
-        coefs[:, list(offsets).index(off)] = solved[:, j]
-    coefs[:, list(offsets).index(0)] -= solved.sum(axis=1)
+        return np.ones((e.shape[0], 1))
+    changes = np.stack([at(e, origins, off) - level for off in others], axis=1)[None]
+    solved = solve_changes(changes, (at(e, origins, h) - level)[None])[0]
+    return coefficients(offsets, solved)
+
+
+def solve_changes(changes: FloatArray, target: FloatArray) -> FloatArray:
+    """Least-squares weights (..., k) of the k changes (..., k, rows) from the current
+    level that predict the target's change (..., rows): normal equations of every series
+    and horizon at once; a whisker of ridge keeps a constant series solvable."""
+    gram = np.matmul(changes, np.swapaxes(changes, -1, -2))
+    rhs = np.matmul(changes, target[..., None])
+    ridge = (1e-9 * np.trace(gram, axis1=-2, axis2=-1) + 1e-12)[..., None, None] * np.eye(changes.shape[-2])
+    return np.linalg.solve(gram + ridge, rhs)[..., 0]
+
+
+def coefficients(offsets: Sequence[int], solved: FloatArray) -> FloatArray:
+    """Coefficients (series, offsets) on the residuals themselves from the weights
+    (series, offsets but 0) on their changes from the level (offset 0): the level's
+    coefficient is one minus the others'."""
+    coefs = np.zeros((solved.shape[0], len(offsets)))
+    others = [j for j, off in enumerate(offsets) if off != 0]
+    coefs[:, others] = solved
+    coefs[:, list(offsets).index(0)] = 1.0 - solved.sum(axis=1)
     return coefs
 
 
@@ -579,30 +601,86 @@ class SeasonalAR:
         bad[:, -recheck:] = bad_samples(raw[:, -(recheck + 1) :], self.change_sigma)[:, -recheck:]
         return raw, clean_residuals(raw, bad, self.one_step, self.offsets(1), clean)
 
-    def horizon(self, h: int, raw: FloatArray, clean: FloatArray, levels: Sequence[float]) -> HorizonModel:
-        """The residual regression for step h, fitted on the cleaned residuals, and its
-        error quantiles against the observed ones (outliers included: the allocation
-        lives with them), widened for the in-sample optimism of the whole fit. Without
-        enough rows for it, step h carries the level only, with the quantiles of the
-        seasonal residuals' changes over h steps."""
-        offsets = self.offsets(h)
-        origins = fit_origins(raw.shape[1], offsets, h, self.max_rows)
+    def horizons(
+        self, hs: Sequence[int], raw: FloatArray, clean: FloatArray, levels: Sequence[float]
+    ) -> dict[int, HorizonModel]:
+        """The residual regression for each step h of `hs`, fitted on the cleaned
+        residuals, and its error quantiles against the observed ones (outliers included:
+        the allocation lives with them), widened for the in-sample optimism of the whole
+        fit. A step without enough rows for a regression carries the level only, with the
+        quantiles of the seasonal residuals' changes over h steps. Steps whose
+        regressions have the same shape are solved together, up to BATCH_ELEMENTS
+        features at a time: one series alone would otherwise spend most of its time in
+        the per-call overhead of 60 small solves and quantiles."""
         optimism = math.sqrt((self.n_fitted + self.n_params) / max(self.n_fitted - self.n_params, 1))
-        if len(origins) < MIN_ROWS_PER_FEATURE * len(offsets):
-            changes = h_step_changes(raw, clean, h)
-            return HorizonModel((0,), np.ones((raw.shape[0], 1)), optimism * row_quantiles(changes, levels))
-        coefs = least_squares(clean, offsets, origins, h)
-        errors = at(raw, origins, h) - predict_at(clean, coefs, offsets, origins)
-        older = older_origins(raw.shape[1], offsets, h, origins.start, self.interval_rows)
-        if len(older):
-            errors = np.hstack([errors, at(raw, older, h) - predict_at(clean, coefs, offsets, older)])
-        quantiles = row_quantiles(errors, levels)
+        models: dict[int, HorizonModel] = {}
+        shapes: dict[tuple[int, int, int], list[HorizonRows]] = {}
+        for h in hs:
+            offsets = self.offsets(h)
+            origins = fit_origins(raw.shape[1], offsets, h, self.max_rows)
+            if len(origins) < MIN_ROWS_PER_FEATURE * len(offsets):
+                changes = h_step_changes(raw, clean, h)
+                models[h] = HorizonModel((0,), np.ones((raw.shape[0], 1)), optimism * row_quantiles(changes, levels))
+                continue
+            older = older_origins(raw.shape[1], offsets, h, origins.start, self.interval_rows)
+            shapes.setdefault((len(offsets), len(origins), len(older)), []).append(
+                HorizonRows(h, offsets, origins, older)
+            )
+        for (k, latest, spread), group in shapes.items():
+            together = max(1, BATCH_ELEMENTS // (raw.shape[0] * k * (latest + spread)))
+            for i in range(0, len(group), together):
+                for rows, coefs, quantiles in fit_horizons(group[i : i + together], raw, clean, levels):
+                    models[rows.h] = HorizonModel(rows.offsets, coefs, optimism * quantiles)
+        return models
+
+
+class HorizonRows(NamedTuple):
+    """The rows of step h's regression: the latest origins, which it is fitted on, and
+    older ones spread over the window, whose errors join theirs in the quantiles."""
+
+    h: int
+    offsets: tuple[int, ...]
+    origins: range
+    older: range
+
+
+def level_and_changes(
+    e: FloatArray, group: Sequence[HorizonRows], older: bool = False
+) -> tuple[FloatArray, FloatArray]:
+    """The residuals at each origin (steps, series, rows) and their changes from there to
+    each feature's offset (steps, series, features, rows), for steps of the same shape."""
+    ranges = [rows.older if older else rows.origins for rows in group]
+    level = np.stack([at(e, r, 0) for r in ranges])
+    features = [[at(e, r, off) for off in rows.offsets if off != 0] for r, rows in zip(ranges, group, strict=True)]
+    return level, np.stack([np.stack(f, axis=1) for f in features]) - level[:, :, None, :]
+
+
+def fit_horizons(
+    group: Sequence[HorizonRows], raw: FloatArray, clean: FloatArray, levels: Sequence[float]
+) -> list[tuple[HorizonRows, FloatArray, FloatArray]]:
+    """Coefficients (series, offsets) and error quantiles (levels, series) of steps whose
+    regressions have the same shape, solved together."""
+    level, changes = level_and_changes(clean, group)
+    target = np.stack([at(clean, rows.origins, rows.h) for rows in group]) - level
+    weights = solve_changes(changes, target)  # (steps, series, features)
+    errors = np.stack([at(raw, rows.origins, rows.h) for rows in group]) - level
+    errors -= np.einsum("csjr,csj->csr", changes, weights)
+    if len(group[0].older):
+        level, changes = level_and_changes(clean, group, older=True)
+        more = np.stack([at(raw, rows.older, rows.h) for rows in group]) - level
+        errors = np.concatenate([errors, more - np.einsum("csjr,csj->csr", changes, weights)], axis=2)
+    steps, series, n = errors.shape
+    quantiles = row_quantiles(errors.reshape(steps * series, n), levels).reshape(len(levels), steps, series)
+    fitted = []
+    for i, rows in enumerate(group):
+        q = quantiles[:, i]
         # a series whose latest rows are all gaps (a source down for days) has no errors
         # to take quantiles of: the h-step changes over the whole window stand in
-        unknown = np.isnan(quantiles).any(axis=0)
+        unknown = np.isnan(q).any(axis=0)
         if unknown.any():
-            quantiles[:, unknown] = row_quantiles(h_step_changes(raw[unknown], clean[unknown], h), levels)
-        return HorizonModel(offsets, coefs, optimism * quantiles)
+            q[:, unknown] = row_quantiles(h_step_changes(raw[unknown], clean[unknown], rows.h), levels)
+        fitted.append((rows, coefficients(rows.offsets, weights[i]), q))
+    return fitted
 
 
 def fit_seasonal_ar(
@@ -621,7 +699,7 @@ def fit_seasonal_ar(
     too_short = valid < MIN_OBS_PER_PARAM * n_params or n - 1 + min(offsets) < MIN_ROWS_PER_FEATURE * len(offsets)
     if too_short or (config.seasons and not usable):
         return None
-    x = design(first_index + np.arange(n, dtype=np.float64), freqs)
+    x = design(first_index + np.arange(n, dtype=np.float64), freqs, math.lcm(*seasons) if seasons else 0)
     beta = huber_fit(y, x, config.huber_k)
     raw = y - beta @ x.T
     origins = fit_origins(n, offsets, 1, config.max_rows)
@@ -730,9 +808,9 @@ class LoadForecaster:
         origin = range(self._y.shape[1] - 1, self._y.shape[1])
         point = model.seasonal(steps)
         quantiles = {q: np.empty_like(point) for q in levels}
+        missing = [h for h in range(1, horizon + 1) if h not in self._horizons]
+        self._horizons.update(model.horizons(missing, raw, clean, levels))
         for h in range(1, horizon + 1):
-            if h not in self._horizons:
-                self._horizons[h] = model.horizon(h, raw, clean, levels)
             hm = self._horizons[h]
             point[:, h - 1] += predict_at(clean, hm.coefs, hm.offsets, origin)[:, 0]
             for q, err in zip(levels, hm.error_quantiles, strict=True):

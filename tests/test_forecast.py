@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from host import forecast as forecast_module
 from host.forecast import Forecast, ForecastConfig, LoadForecaster, ScheduledLoad, seasonal_naive
 
 HOUR_S = 3600.0
@@ -157,6 +158,23 @@ def test_many_series_forecast_as_each_alone() -> None:
         alone = LoadForecaster(CONFIG).fit(y[row], t0_s=7200.0).predict(12)
         np.testing.assert_allclose(together.point[row], alone.point, rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(together.p95[row], alone.p95, rtol=1e-9, atol=1e-9)
+
+
+def test_steps_solved_together_forecast_as_steps_solved_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    y = synthetic(4 * WEEK, seed=12, series=2)
+    y[0, 200:230] = np.nan
+    together = LoadForecaster(CONFIG).fit(y, t0_s=3600.0).predict(DAY)
+    monkeypatch.setattr(forecast_module, "BATCH_ELEMENTS", 1)  # every step alone
+    alone = LoadForecaster(CONFIG).fit(y, t0_s=3600.0).predict(DAY)
+    np.testing.assert_allclose(together.point, alone.point, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(together.p95, alone.p95, rtol=1e-9, atol=1e-9)
+
+
+def test_a_periodic_design_repeats_the_rows_it_would_compute() -> None:
+    freqs = np.array([1 / 24, 2 / 24, 1 / 168])
+    index = 5.5 + np.arange(3 * 168 + 7, dtype=np.float64)  # any phase, not a whole number of periods
+    np.testing.assert_allclose(forecast_module.design(index, freqs, 168), forecast_module.design(index, freqs),
+                               atol=1e-9)
 
 
 def test_update_rolls_the_window_as_a_refit_would() -> None:
