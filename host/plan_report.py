@@ -1,11 +1,12 @@
 """The allocation plan for a scenario's site at one moment, shown and not executed
 (`ibt plan` prints this).
 
-The scenario runs on the site simulator to the chosen time; every rack's draw then,
-times `DRAW_MARGIN` and at most its breaker rating, is its conservative draw (a rack
-that is unpowered counts at its rating). Sources that are not up are given fault risk
-1, so the plan empties them and names them nobody's alternate; batteries count with the
-energy they hold then. The method is the exact MILP for up to `EXACT_MAX_RACKS` racks
+The scenario runs on the site simulator to the chosen time while a SiteObserver
+(host/plan_inputs.py) reads the fleet at every step: each rack counts with the largest
+P95 of its forecast over the next hour, scheduled jobs included, at most its breaker
+rating (an unpowered rack at its rating), and each source with its fault monitor's
+risk (1 when it is not up, so the plan empties it and names it nobody's alternate);
+batteries count with the energy they hold then. The method is the exact MILP for up to `EXACT_MAX_RACKS` racks
 and the heuristic above (`auto`), or the one asked for.
 """
 
@@ -22,7 +23,7 @@ from host.allocate.heuristic import solve_heuristic
 from host.allocate.milp import lp_bound, solve_milp
 from host.allocate.plan import Plan, make_plan
 from host.allocate.problem import AllocationError, Policy, Problem
-from host.site.adapters import SourceState
+from host.plan_inputs import PlanInputs, SiteObserver
 from host.site.model import SourceKind
 from host.site.scenario import ScenarioError, load_scenario
 from host.site.simulator import SiteSimulator
@@ -30,7 +31,7 @@ from host.site.simulator import SiteSimulator
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIO = ROOT / "scenarios" / "battery_runout.toml"
 DEFAULT_AT_S = 1800.0  # half an hour in: before battery_runout fails its first UPS
-DRAW_MARGIN = 1.2  # conservative draw: the draw now times this (not the forecaster's P95)
+DRAW_TEXT = "largest P95 of the next hour's forecast, at most the rack's rating; unpowered racks at their rating"
 EXACT_MAX_RACKS = 200  # `auto` solves exactly up to this many racks
 LP_BOUND_MAX_RACKS = 1000  # the heuristic's LP bound is computed up to this many racks
 METHODS = ("auto", "exact", "heuristic")
@@ -49,6 +50,7 @@ class PlanReport:
     problem: Problem
     plan: Plan
     down: tuple[str, ...]  # sources not up at time_s
+    inputs: PlanInputs
 
     @property
     def lp_bound(self) -> float | None:
@@ -108,7 +110,10 @@ class PlanReport:
         return {
             "scenario": self.scenario,
             "time_s": self.time_s,
-            "draw": f"draw now x {DRAW_MARGIN:g}, at most the rack's rating; unpowered racks at their rating",
+            "draw": DRAW_TEXT,
+            "forecast": self.inputs.method,
+            "history_steps": self.inputs.history_steps,
+            "risk": {k: round(float(v), 4) for k, v in zip(self.inputs.source_ids, self.inputs.risk, strict=True)},
             "method": self.method,
             "solver": s.method,
             "status": str(s.status),
@@ -144,7 +149,7 @@ class PlanReport:
     def as_text(self) -> str:
         plan, s = self.plan, self.plan.solution
         head = (f"{self.scenario} at t={self.time_s:g} s, {self.problem.n_racks} racks "
-                f"(draw now x {DRAW_MARGIN:g}), method {self.method} -> {s.method}")  # fmt: skip
+                f"(draw: P95 of the next hour, {self.inputs.method}), method {self.method} -> {s.method}")  # fmt: skip
         if self.down:
             head += f", down: {', '.join(self.down)}"
         lines = [head, *plan.lines()]
@@ -163,18 +168,19 @@ def _finite(value: float) -> float | None:
     return round(value, 4) if math.isfinite(value) else None
 
 
-def build_problem(simulator: SiteSimulator, policy: Policy | None = None) -> tuple[Problem, tuple[str, ...]]:
+def build_problem(
+    simulator: SiteSimulator, inputs: PlanInputs, policy: Policy | None = None
+) -> tuple[Problem, tuple[str, ...]]:
     """The allocation problem of the simulated site now, and the sources that are down."""
     site = simulator.site
     telemetry = simulator.read_telemetry()
     statuses = simulator.read_sources()
-    rated = np.array([rack.rated_kw for rack in site.racks])
     order = [telemetry.index(rack.id) for rack in site.racks]
     active = telemetry.active[order]
-    draw = np.where(active >= 0, np.minimum(telemetry.draw_kw[order] * DRAW_MARGIN, rated), rated)
+    draw = inputs.draw_kw[[inputs.rack_ids.index(rack.id) for rack in site.racks]]
     current = [telemetry.source_ids[a] if a >= 0 else None for a in active.tolist()]
-    down = tuple(s.id for s in site.sources if statuses[s.id].state != SourceState.UP)
-    risk = [1.0 if s.id in down else 0.0 for s in site.sources]
+    down = tuple(s for s, up in zip(inputs.source_ids, inputs.up, strict=True) if not up)
+    risk = [float(inputs.risk[inputs.source_ids.index(s.id)]) for s in site.sources]
     stored = [
         (statuses[s.id].state_of_charge or 0.0) * (s.energy_kwh or 0.0) if s.kind == SourceKind.BATTERY else math.nan
         for s in site.sources
@@ -198,10 +204,16 @@ def plan_scenario(
     if not 0 <= at_s <= scenario.duration_s:
         raise PlanReportError(f"--at-s must be within the scenario, 0 to {scenario.duration_s:g} s (got {at_s:g})")
     simulator = SiteSimulator.from_scenario(scenario)
-    simulator.run_until(at_s)
+    observer = SiteObserver(simulator, {r.id: r.rated_kw for r in scenario.site.racks}, scenario.step_s,
+                            scenario.jobs)
+    observer.record()
+    while simulator.time_s + 1e-9 < at_s:
+        simulator.step()
+        observer.record()
+    inputs = observer.inputs()
     try:
         policy = Policy() if budget is None else replace(Policy(), move_budget=budget)
-        problem, down = build_problem(simulator, policy)
+        problem, down = build_problem(simulator, inputs, policy)
     except AllocationError as exc:
         raise PlanReportError(f"the site cannot be planned: {exc}") from None
     exact = method == "exact" or (method == "auto" and problem.n_racks <= EXACT_MAX_RACKS)
@@ -210,4 +222,4 @@ def plan_scenario(
     else:
         bound = lp_bound(problem, time_limit_s=TIME_LIMIT_S) if problem.n_racks <= LP_BOUND_MAX_RACKS else None
         solution = solve_heuristic(problem, lp_bound=bound)
-    return PlanReport(scenario.name, simulator.time_s, method, problem, make_plan(problem, solution), down)
+    return PlanReport(scenario.name, simulator.time_s, method, problem, make_plan(problem, solution), down, inputs)
