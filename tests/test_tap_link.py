@@ -232,7 +232,11 @@ def test_a_relay_that_will_not_close_returns_the_rack_to_its_source(tmp_path: Pa
     try:
         _wait_measured(rig)
         assert rig.ask(rig.signed("SWITCH", {"expected_input": 1, "target_input": 2})).type == catalog.T_ACK
-        time.sleep(0.5)
+        # input 1 is active before the transfer starts too: wait, on the plant's record,
+        # for the attempt on 2 and the return to 1 (a loaded machine slows the tap's clock)
+        deadline = time.monotonic() + PATIENCE_S
+        while [k for _, k, closed in plant.commands if closed] != [2, 1] and time.monotonic() < deadline:
+            time.sleep(0.05)
         status = rig.wait_active(1)
         assert status["relays_closed"] == 1
     finally:
