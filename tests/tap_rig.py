@@ -49,10 +49,16 @@ class SimTap:
         self.seq = 0
         self.counter = 100
 
-    def start(self, mpy_tree: Path, hang_at_step: int | None = None) -> SimTap:
+    def start(
+        self, mpy_tree: Path, hang_at_step: int | None = None, bus_ports: tuple[int, int] | None = None
+    ) -> SimTap:
+        """Run the firmware. Its UARTs connect to sockets this rig listens on (`send`, `receive`,
+        `ask`), or, with `bus_ports`, to those TCP ports (two `VirtualBus.tap_port`s, say): then
+        the host talks through the buses, and closing bus A ends the firmware before `stop`."""
         self.server = PlantServer(self.plant)
         self.thread = self.server.start()
-        self.buses = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+        self.buses = [] if bus_ports else [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+        ports = bus_ports or tuple(b.getsockname()[1] for b in self.buses)
         self.process = subprocess.Popen(
             [
                 micropython_command(),
@@ -60,7 +66,7 @@ class SimTap:
                 f"heapsize={BOARD_HEAP}",
                 str(MP_SCRIPTS / "run_tap.py"),
                 str(self.server.port),
-                *(str(b.getsockname()[1]) for b in self.buses),
+                *(str(port) for port in ports),
                 str(self.flash),
                 str(self.board_file),
                 UNIQUE_ID.hex(),
@@ -83,8 +89,14 @@ class SimTap:
     def stop(self) -> dict[str, Any]:
         for link in self.links:
             link.close()
-        out, err = self.process.communicate(timeout=30)
-        self.thread.join(timeout=10)
+        try:
+            out, err = self.process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # never leave a firmware process behind a failed test
+            out, err = self.process.communicate()
+            raise AssertionError(f"the firmware did not stop: {err[-3000:]}") from None
+        finally:
+            self.thread.join(timeout=10)
         assert self.process.returncode == 0, f"exit {self.process.returncode}: {err[-3000:]} {out[-3000:]}"
         return json.loads(out.strip().splitlines()[-1])
 
