@@ -3,6 +3,7 @@
 # loopback socket (host/plant_server.py gives the byte layout). Everything above the
 # HAL is the same as on the reference board.
 
+import errno
 import socket
 from array import array
 
@@ -43,7 +44,10 @@ class SimUart:
         while sent < n:
             try:
                 more = self._sock.write(view[sent:])
-            except OSError:
+            except OSError as exc:
+                if exc.args[0] != errno.EAGAIN:  # the bus hung up: the bytes go nowhere, as on a cut bus
+                    self.closed = True
+                    return
                 more = 0
             sent += more or 0
 

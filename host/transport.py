@@ -256,8 +256,9 @@ class _RequestKey:
         if not self.known:
             return True
         seq = int.from_bytes(body[5:7], "little")
-        # A broadcast ASSIGN_ADDRESS is answered from the new address: src cannot be checked.
-        src_ok = self.dst == catalog.ADDR_BROADCAST or body[2] == self.dst
+        # ASSIGN_ADDRESS is answered from the new address (broadcast or re-addressing a
+        # tap): the transport cannot check src; the client checks it against the new one.
+        src_ok = self.dst == catalog.ADDR_BROADCAST or self.type == catalog.T_ASSIGN_ADDRESS or body[2] == self.dst
         return src_ok and seq == self.seq and body[3] in (self.type, *_ACK_NAK)
 
 
