@@ -383,7 +383,10 @@ def design(sample_index: FloatArray, freqs: FloatArray, period: int = 0) -> Floa
     if 0 < period < n:
         return np.tile(design(sample_index[:period], freqs), (-(-n // period), 1))[:n]
     angle = 2 * np.pi * np.outer(sample_index, freqs)
-    return np.hstack([np.ones((n, 1)), np.sin(angle), np.cos(angle)])
+    # the sine at half a cycle per sample (a season's last harmonic when it has an even
+    # number of samples) is zero at every sample: a column of zeros makes X'X singular
+    sines = np.abs(freqs - 0.5) > 1e-12
+    return np.hstack([np.ones((n, 1)), np.sin(angle[:, sines]), np.cos(angle)])
 
 
 def huber_fit(y: FloatArray, x: FloatArray, k: float) -> FloatArray:
@@ -401,6 +404,7 @@ def huber_fit(y: FloatArray, x: FloatArray, k: float) -> FloatArray:
     pseudo = np.where(observed, y, np.nanmean(y, axis=1, keepdims=True))
     beta = project(pseudo)
     sigma = np.zeros((y.shape[0], 1))
+    moving = np.ones(y.shape[0], dtype=bool)
     for i in range(HUBER_ITERATIONS):
         fitted = beta @ x.T
         residuals = np.where(observed, y - fitted, 0.0)
@@ -408,8 +412,11 @@ def huber_fit(y: FloatArray, x: FloatArray, k: float) -> FloatArray:
             sigma = robust_scale(np.where(observed, residuals, np.nan))[:, None]
         pseudo = fitted + np.clip(residuals, -k * sigma, k * sigma)
         step = project(pseudo) - beta
-        beta += step
-        if (np.abs(step).sum(axis=1) < HUBER_TOLERANCE * sigma[:, 0]).all():  # |fitted change| <= sum |step|
+        beta[moving] += step[moving]
+        # a series stops once a pass moves it little (|fitted change| <= sum |step|), so
+        # its fit does not depend on the series fitted beside it
+        moving &= np.abs(step).sum(axis=1) >= HUBER_TOLERANCE * sigma[:, 0]
+        if not moving.any():
             break
     return beta
 

@@ -177,6 +177,15 @@ def test_a_periodic_design_repeats_the_rows_it_would_compute() -> None:
                                atol=1e-9)
 
 
+def test_a_season_of_an_even_number_of_samples_keeps_the_design_full_rank() -> None:
+    # 12 pairs of a 24-sample season reach half a cycle per sample, whose sine is zero at
+    # every sample: it must not be a column, or X'X is singular and the fit is noise
+    freqs = forecast_module.fourier_frequencies([(24, 12), (168, 40)])
+    x = forecast_module.design(389_760.0 + np.arange(2688, dtype=np.float64), freqs, 168)
+    assert np.linalg.matrix_rank(x) == x.shape[1]
+    assert np.linalg.cond(x.T @ x) < 1e6
+
+
 def test_update_rolls_the_window_as_a_refit_would() -> None:
     y = synthetic(8 * WEEK, seed=9)[0]
     n, step = 7 * WEEK, 5
