@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from host import forecast_report, framing, inspect_frames, messages, plan_report, risk
+from host import forecast_report, framing, inspect_frames, messages, plan_report, rig, risk
 from host.site.scenario import ScenarioError
 from protocol import catalog
 
@@ -216,6 +216,83 @@ def plan_command(scenario_path: Path, at_s: float, method: str, budget: int | No
     except plan_report.PlanReportError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.as_text())
+
+
+@cli.group("sim", invoke_without_command=True)
+@click.option("--taps", "n_taps", type=click.IntRange(1, 247), default=3, show_default=True,
+              help="Taps (one rack each) when no --site is given.")
+@click.option("--sources", "n_sources", type=click.IntRange(2, 64), default=2, show_default=True,
+              help="Sources (ups-1, ups-2, ...) when no --site is given.")
+@click.option("--site", "site_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A site file (sites/demo.toml): its sources, racks and rack taps.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=rig.default_workdir,
+              show_default="ibt-sim-<uid> in the temporary directory", help="Firmware, flash directories, rig.json.")
+@click.option("--baud", type=click.IntRange(1200, 4_000_000), default=115200, show_default=True)
+@click.pass_context
+def sim(ctx: click.Context, n_taps: int, n_sources: int, site_path: Path | None, workdir: Path, baud: int) -> None:
+    """Run a virtual rig: taps on the compiled firmware, buses A and B as ptys, until Ctrl-C."""
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        layout = rig.load_site_file(site_path) if site_path else (n_taps, n_sources)
+        virtual = rig.VirtualRig(layout, workdir, baud)
+        rig.run_until_stopped(virtual, _print_rig, lambda tap, code: click.echo(
+            f"ibt sim: tap {tap} stopped (exit {code}); its log: {virtual.tap(tap).log}", err=True))
+    except rig.RigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("stopped")
+
+
+def _print_rig(virtual: rig.VirtualRig) -> None:
+    for name, path in virtual.bus_paths.items():
+        click.echo(f"bus {name}: {path}")
+    for tap in virtual.taps:
+        click.echo(f"tap {tap.id}: address {tap.address}, unique id {tap.unique_id}, rack {tap.rack}, "
+                   f"inputs {' '.join(tap.inputs)}")
+    click.echo(f"records, keys included: {virtual.workdir / rig.RIG_FILE}")
+    click.echo(f"faults: ibt sim inject --workdir {virtual.workdir} KIND TARGET; Ctrl-C stops the rig")
+
+
+@sim.command("inject")
+@click.argument("kind", type=click.Choice(list(rig.FAULTS)), metavar="KIND")
+@click.argument("target")
+@click.option("--fraction", type=float, help="sag: what is left of the voltage; load: of the rack's rating.")
+@click.option("--thd", "thd_pct", type=float, help="distort: total harmonic distortion, percent.")
+@click.option("--kw", type=float, help="overload: extra load on the source; load: the rack's draw.")
+@click.option("--duration", "duration_s", type=float, help="Simulated seconds (plant faults); default: until cleared.")
+@click.option("--rate", type=float, help="ber, drop: probability per bit or byte.")
+@click.option("--off", is_flag=True, help="cut, babble: end it.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=rig.default_workdir,
+              show_default="as ibt sim's")
+def sim_inject(kind: str, target: str, workdir: Path, off: bool, **values: float | None) -> None:
+    """Inject a fault into the running rig: KIND lose, restore, sag, distort, overload (TARGET a
+    source); load (a rack or tap); cut, ber, drop, babble (bus A or B)."""
+    params: dict[str, Any] = {name: value for name, value in values.items() if value is not None}
+    if off:
+        params["on"] = False
+    try:
+        rig.send_control(workdir, {"command": "inject", "kind": kind, "target": target, "params": params})
+    except rig.RigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"injected {kind} on {target}")
+
+
+@sim.command("status")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=rig.default_workdir,
+              show_default="as ibt sim's")
+@click.option("--json", "as_json", is_flag=True)
+def sim_status(workdir: Path, as_json: bool) -> None:
+    """Show the running rig's sources (load, voltage, faults) and taps (which source each draws from)."""
+    try:
+        state = rig.send_control(workdir, {"command": "status"})
+    except rig.RigError as exc:
+        raise click.ClickException(str(exc)) from None
+    lines = [f"source {sid}: {s['load_kw']:.2f} of {s['capacity_kw']:g} kW, {s['voltage_v']:.1f} V"
+             + (f", {', '.join(s['effects'])}" if s["effects"] else "") for sid, s in state["sources"].items()]
+    lines += [f"tap {tid}: input {t['conducting']} ({t['source'] or 'none'}), {t['draw_kw']:.2f} kW, "
+              f"{t['sim_time_s']:.1f} s simulated" + ("" if t["running"] else ", STOPPED")
+              for tid, t in state["taps"].items()]
+    _emit(state, as_json, "\n".join(lines))
 
 
 def _summary(entry: dict[str, Any]) -> str:

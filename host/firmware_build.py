@@ -22,13 +22,17 @@ class BuildError(RuntimeError):
 REFERENCE_BOARD = "rp2040"
 
 
+BOARD_PREFIXES = ("hal_", "main_")  # modules of one board: firmware/hal_<board>.py, main_<board>.py
+
+
 def sources(root: Path = ROOT, board: str | None = None) -> list[Path]:
     """The modules that go onto `board`: all of firmware/ and protocol/ but the other
-    boards' HALs (firmware/hal_<board>.py). None: every module, every HAL."""
+    boards' own modules, their HALs (firmware/hal_<board>.py) and entry points
+    (firmware/main_<board>.py). None: every module, every board's."""
     found = sorted(p for package in PACKAGES for p in (root / package).glob("*.py"))
     if board is None:
         return found
-    return [p for p in found if not p.name.startswith("hal_") or p.name == f"hal_{board}.py"]
+    return [p for p in found if not p.name.startswith(BOARD_PREFIXES) or p.stem.split("_", 1)[1] == board]
 
 
 def compile_tree(

@@ -10,6 +10,7 @@ decided anything yet."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -30,17 +31,31 @@ class PlantServer:
         self.port: int = self._listener.getsockname()[1]
         self.steps = 0
         self.error: BaseException | None = None
+        self._connection: socket.socket | None = None
+        self._closing = False
 
     def run(self) -> None:
         try:
             connection, _ = self._listener.accept()
+            self._connection = connection
             with connection:
                 connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._serve(connection)
+                if not self._closing:
+                    self._serve(connection)
         except BaseException as exc:  # reported to the test that started the thread
-            self.error = exc
+            if not self._closing:
+                self.error = exc
         finally:
             self._listener.close()
+
+    def close(self) -> None:
+        """Hang up on the board, from any thread: its next exchange finds the link closed (the
+        sim board's firmware then stops at a block boundary), and run() returns."""
+        self._closing = True
+        for sock in (self._connection, self._listener):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, daemon=True)
