@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from host import forecast_report, framing, inspect_frames, messages, plan_report, rig, risk
+from host import cli_taps, forecast_report, framing, inspect_frames, messages, plan_report, rig, risk
 from host.site.scenario import ScenarioError
 from protocol import catalog
 
@@ -308,6 +308,10 @@ def _summary(entry: dict[str, Any]) -> str:
     if "refusal" in entry:
         return f"{head}: {entry['refusal']}"
     return f"{head}: {json.dumps(entry['fields'])}"
+
+
+for _command in cli_taps.COMMANDS:  # flash, scan, commission, ... over the buses (host/cli_taps.py)
+    cli.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -108,6 +108,13 @@ class RigLayout:
     phases_deg: Mapping[str, float] | None = None
     addresses: Mapping[str, int] | None = None
     unique_ids: Mapping[str, bytes] | None = None
+    # A deliberately miswired feed, by tap id: the sources its inputs are really wired to,
+    # input 1 first, where the site says otherwise (commissioning must catch it).
+    wiring: Mapping[str, tuple[str, ...]] | None = None
+    # Taps flashed by the host (host/flash.py, a sim board's flash directory), by tap id:
+    # their config.json and key.json come from there (an unflashed address stays unassigned,
+    # as a fresh board's does) instead of the rig's own address, epoch and fresh key.
+    flashed: Mapping[str, Path] | None = None
 
 
 def load_site_file(path: Path) -> RigLayout:
@@ -177,7 +184,7 @@ class VirtualRig:
         params = self.board.firmware_parameters()
         relay = RelaySpec(params["operate_us"], params["release_us"], params["bounce_us"])
         self.plant = RigPlant(self.site, hz=self.layout.hz, phases_deg=self.layout.phases_deg, relay=relay,
-                              realtime=realtime)
+                              realtime=realtime, wiring=self.layout.wiring)
         self.taps: list[RigTap] = []
         self.buses: VirtualBuses | None = None
         self.exit_codes: dict[str, int] = {}
@@ -375,8 +382,12 @@ class VirtualRig:
             key=secrets.token_bytes(catalog.KEY_LEN).hex(), epoch=self.epoch,
             inputs=self.site.reachable(rack_id), flash=str(flash), log=str(home / "tap.log"),
         )
-        flash_records.write_record(flash, "config.json", {"address": record.address, "epoch": record.epoch})
-        flash_records.write_record(flash, "key.json", {"key": record.key})
+        flashed = (self.layout.flashed or {}).get(tap_id)
+        if flashed is not None:
+            record = self._flashed_record(record, Path(flashed), flash)
+        else:
+            flash_records.write_record(flash, "config.json", {"address": record.address, "epoch": record.epoch})
+            flash_records.write_record(flash, "key.json", {"key": record.key})
         board_file = home / "board.json"
         board_file.write_text(json.dumps(self.board.firmware_parameters() | {"n_inputs": tap.n_inputs}))
         server = PlantServer(self.plant.plants[tap_id])
@@ -398,6 +409,18 @@ class VirtualRig:
             start_new_session=True,  # a Ctrl-C at the terminal reaches the rig, which stops the taps itself
         )
         self.taps.append(record)
+
+    @staticmethod
+    def _flashed_record(record: RigTap, source: Path, flash: Path) -> RigTap:
+        """The tap's records as the host flashed them into `source`, copied to its flash."""
+        config = flash_records.read_record(source / "config.json")
+        key = flash_records.read_record(source / "key.json")
+        if config is None or key is None or not isinstance(key.get("key"), str):
+            raise RigError(f"tap {record.id}: no intact config.json and key.json in {source} (flash it first)")
+        for name in ("config.json", "key.json"):
+            (flash / name).write_bytes((source / name).read_bytes())
+        return replace(record, address=int(config.get("address", catalog.ADDR_UNASSIGNED)),
+                       epoch=int(config.get("epoch", 0)), key=key["key"])
 
     def _wait_ready(self) -> None:
         """Until every tap is on both buses and has run READY_SIM_S on its own clock."""

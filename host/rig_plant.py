@@ -196,6 +196,7 @@ class RigPlant:
         relay: RelaySpec | None = None,
         realtime: bool = True,
         seed: int = 1,
+        wiring: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         if not 0.0 <= droop < 1.0:
             raise RigPlantError(f"droop must be within 0..1 (got {droop})")
@@ -212,11 +213,17 @@ class RigPlant:
         self.racks = {r.id: RigRack(r.id, r.rated_kw, r.rated_kw * utilisation) for r in site.racks}
         self.plants: dict[str, TapPlant] = {}
         spec = relay or RelaySpec()
+        miswired = dict(wiring or {})
         for index, rack in enumerate(site.racks):
             feeds = site.feeds_of(rack.id)
-            inputs = [TapInput(self.sources[f.source_id], f.impedance_ohm) for f in feeds]
+            wired = miswired.pop(rack.tap_id, tuple(f.source_id for f in feeds))
+            if len(wired) != len(feeds) or any(source not in self.sources for source in wired):
+                raise RigPlantError(f"tap {rack.tap_id}: wiring {list(wired)} must name {len(feeds)} known sources")
+            inputs = [TapInput(self.sources[s], f.impedance_ohm) for s, f in zip(wired, feeds, strict=True)]
             self.plants[rack.tap_id] = TapPlant(self, rack.tap_id, self.racks[rack.id], inputs, [spec] * len(inputs),
                                                 seed=seed + index, realtime=realtime)
+        if miswired:
+            raise RigPlantError(f"wiring names taps the site does not have: {', '.join(sorted(miswired))}")
 
     # -- lookups ---------------------------------------------------------------------------
 
