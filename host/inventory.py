@@ -116,6 +116,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX commands_tap ON commands (tap, id)",
     ),
+    (  # v2: the controller's own durable values (its epoch, calibrations), beside the keys they go with
+        """CREATE TABLE controller (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL  -- JSON
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -614,6 +620,19 @@ class Inventory:
         """The highest event seq stored for the tap: where the next READ_EVENTS starts."""
         row = self._db.execute("SELECT max(seq) FROM events WHERE tap = ?", (self._tap_id(tap),)).fetchone()
         return None if row[0] is None else int(row[0])
+
+    # -- the controller's own values -----------------------------------------------------------
+
+    def controller_value(self, name: str, default: Any = None) -> Any:
+        """A value the controller keeps (JSON), e.g. its epoch; `default` when never set."""
+        row = self._db.execute("SELECT value FROM controller WHERE name = ?", (name,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_controller_value(self, name: str, value: Any) -> None:
+        """Durable when it returns (synchronous FULL): a signed command may depend on it."""
+        with self.transaction():
+            self._db.execute("INSERT INTO controller (name, value) VALUES (?, ?) "
+                             "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, json.dumps(value)))
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,8 @@ either serial ports (`--bus-a`, `--bus-b`, `--baud`) or a running virtual rig (`
 whose `rig.json` names its buses' devices and baud). The client signs with the keys the
 inventory holds for the tap's bus segment, in the controller's epoch.
 
-The controller epoch must survive the process (SPEC.md, "Controller epoch"), but the
-inventory schema has no place for it (its `settings()` reports SQLite pragmas). Until
-the inventory grows a settings table, the epoch lives in a small JSON file beside the
-inventory (`<db>.controller.json`), written atomically and synced before it is used.
+The controller epoch must survive the process (SPEC.md, "Controller epoch"): it lives in
+the inventory's controller table, written durably before a command depends on it.
 
 Every failure an operator can cause (a missing port, an unknown tap, a bad rig
 directory) is an `OperatorError` whose message is one line naming the likely cause.
@@ -62,48 +60,30 @@ def open_inventory(path: str | Path | None, *, create: bool = False) -> Inventor
 
 
 class ControllerState:
-    """Small durable values the controller keeps beside the inventory: the epoch (and
-    per-tap calibrations, which no message carries to a tap yet)."""
+    """Small durable values the controller keeps in the inventory: the epoch (and per-tap
+    calibrations, which no message carries to a tap yet)."""
 
-    def __init__(self, inventory_path: Path) -> None:
-        self.path = inventory_path.with_name(inventory_path.name + ".controller.json")
-
-    def load(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise OperatorError(f"{self.path}: unreadable controller state ({exc}); restore it or remove it "
-                                "and take the site over with a new epoch") from None
-        return data if isinstance(data, dict) else {}
-
-    def save(self, data: dict[str, Any]) -> None:
-        """Atomically, and synced: a signed command may depend on it."""
-        temporary = self.path.with_name(self.path.name + ".new")
-        with open(temporary, "w") as handle:
-            handle.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+    def __init__(self, inventory: Inventory) -> None:
+        self.inventory = inventory
 
     @property
     def epoch(self) -> int:
-        return int(self.load().get("epoch", FIRST_EPOCH))
+        return int(self.inventory.controller_value("epoch", FIRST_EPOCH))
 
     def set_epoch(self, epoch: int) -> None:
         if not 0 <= epoch <= 0xFFFF_FFFF:
             raise OperatorError(f"an epoch is 0 to {0xFFFF_FFFF} (got {epoch})")
-        self.save(self.load() | {"epoch": epoch})
+        self.inventory.set_controller_value("epoch", epoch)
 
     def calibration(self, tap_id: str) -> dict[str, Any] | None:
-        found = self.load().get("calibration", {}).get(tap_id)
+        found = self.inventory.controller_value("calibration", {}).get(tap_id)
         return found if isinstance(found, dict) else None
 
     def set_calibration(self, tap_id: str, values: dict[str, Any]) -> None:
-        data = self.load()
-        data.setdefault("calibration", {})[tap_id] = values
-        self.save(data)
+        with self.inventory.transaction():
+            calibrations = self.inventory.controller_value("calibration", {})
+            calibrations[tap_id] = values
+            self.inventory.set_controller_value("calibration", calibrations)
 
 
 # -- the buses ----------------------------------------------------------------------------------
@@ -162,7 +142,7 @@ class Session:
         init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.state = ControllerState(self.inventory.path)
+        self.state = ControllerState(self.inventory)
         if self.timeout is None and self.ports is not None and self.ports.virtual:
             self.timeout = RIG_TIMEOUT_S
 

@@ -116,6 +116,33 @@ def test_an_empty_file_becomes_an_inventory(tmp_path: Path) -> None:
         assert inv.schema_version == SCHEMA_VERSION and inv.taps() == []
 
 
+def test_the_controllers_values_survive_reopening(inv: Inventory, path: Path) -> None:
+    assert inv.controller_value("epoch", 1) == 1
+    inv.set_controller_value("epoch", 7)
+    inv.set_controller_value("calibration", {"tap-r1": {"input1": [1.001, 0.0]}})
+    inv.close()
+    with Inventory.open(path) as again:
+        assert again.controller_value("epoch") == 7
+        assert again.controller_value("calibration") == {"tap-r1": {"input1": [1.001, 0.0]}}
+
+
+def test_a_version_1_file_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
+    from host import inventory as module
+
+    old = tmp_path / "v1.db"
+    with sqlite3.connect(old) as db:
+        db.execute(f"PRAGMA application_id = {module.APPLICATION_ID}")
+        for statement in module.MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute("INSERT INTO sources VALUES ('ups-1', 'ups', 100, NULL, 0)")
+        db.execute("PRAGMA user_version = 1")
+    with Inventory.open(old) as inv:
+        assert inv.schema_version == SCHEMA_VERSION == 2
+        assert [s["id"] for s in inv.sources()] == ["ups-1"]
+        inv.set_controller_value("epoch", 3)
+        assert inv.controller_value("epoch") == 3
+
+
 def test_counters_only_go_up_and_survive_reopening(inv: Inventory, path: Path) -> None:
     key = inv.new_key("tap-r1")
     assert len(key) == 32 and inv.tap("tap-r1").has_key
