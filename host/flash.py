@@ -40,6 +40,7 @@ from protocol import catalog
 
 RECORD_FILES = ("config.json", "key.json")
 BOARD_FILE = "board.json"
+BOOT_FILE = "main.py"  # what MicroPython runs at boot: it starts the board's entry point
 MPREMOTE_TIMEOUT_S = 120.0
 _ARCH_BY_MCU = {"rp2040": firmware_build.ARCH_RP2040}
 
@@ -139,6 +140,9 @@ def build_image(inventory: Inventory, tap_ref: str, tree: Path | None = None, *,
         flash_records.write_record(records, "key.json", {"key": key.hex()})
         for name_ in RECORD_FILES:
             files[name_] = (records / name_).read_bytes()
+    entry = f"main_{board.name}"
+    if ("firmware", entry) in wanted:  # MicroPython boots /main.py, a source file (a .mpy is not run at boot)
+        files[BOOT_FILE] = f"from firmware import {entry}\n\n{entry}.main()\n".encode()
     return Image(tap.id, board.name, files, key)
 
 

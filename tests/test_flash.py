@@ -34,6 +34,7 @@ def test_a_sim_flash_directory_is_written_verified_and_keyed(inventory: Inventor
     assert report.files == len(seen) and seen[-1][:2] == (report.files, report.files)
     assert (target / "firmware" / "tap.mpy").is_file() and (target / "firmware" / "main_sim.mpy").is_file()
     assert not (target / "firmware" / "tap.py").exists()
+    assert (target / "main.py").read_text() == "from firmware import main_sim\n\nmain_sim.main()\n"  # booted
     key = flash_records.read_record(target / "key.json")
     config = flash_records.read_record(target / "config.json")
     assert key is not None and bytes.fromhex(key["key"]) == inventory.key_for(1)[0]
