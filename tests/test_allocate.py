@@ -12,7 +12,7 @@ import pytest
 from host.allocate.check import check
 from host.allocate.generate import tight_problem
 from host.allocate.heuristic import solve_heuristic
-from host.allocate.milp import lp_bound, solve_milp
+from host.allocate.milp import _choose_moves, _Model, lp_bound, solve_milp
 from host.allocate.plan import Plan, make_plan, order_moves
 from host.allocate.problem import AllocationError, Policy, Problem
 from host.allocate.solution import Shortfall, Solution, Status
@@ -344,6 +344,26 @@ def test_milp_plan_on_a_generated_site_passes_the_checker() -> None:
     assert solution.lp_bound is not None and solution.lp_bound <= solution.u + 1e-9
     _assert_n1(problem, plan)
     _replay(problem, plan)
+
+
+def test_relaxed_alternates_bound_every_plan_and_their_moves_keep_the_budget() -> None:
+    """The seed of stage 1 drops the alternates but keeps Hall's condition per lost source:
+    its bound must lie below the U of any plan, and its moves within the budget."""
+    problem = tight_problem(60, 4, seed=3, budget=5)
+    model = _Model(problem, np.zeros(problem.n_racks, dtype=bool), elastic=False)
+    choices, bound = _choose_moves(problem, model, time_limit_s=10.0)
+    assert choices
+    milp_plan, heuristic_plan = solve_milp(problem, time_limit_s=10), solve_heuristic(problem)
+    assert bound <= milp_plan.u + 1e-9
+    assert bound <= heuristic_plan.u + 1e-9
+    for moves in choices:
+        on = [model.pr[col - model.x0] for col, v in moves.items() if v > 0.5]
+        assert sorted(on) == list(range(problem.n_racks))  # each rack on exactly one source
+        assign = np.full(problem.n_racks, -1)
+        for col, v in moves.items():
+            if v > 0.5:
+                assign[model.pr[col - model.x0]] = model.ps[col - model.x0]
+        assert int((assign != problem.current).sum()) <= problem.policy.move_budget
 
 
 def _site() -> Site:

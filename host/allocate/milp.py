@@ -1,4 +1,4 @@
-"""The exact method: a mixed-integer programme solved by HiGHS through scipy.optimize.milp.
+"""The exact method: a mixed-integer programme solved by HiGHS (highspy, its own Python interface).
 
 Variables
 - x[p] binary for every usable pair p = (rack r, source s): r is on s. Pairs over the
@@ -16,6 +16,19 @@ the steady loads are <= U * capacity too; voluntary moves <= budget; racks under
 minimum dwell or at the weekly cap keep x = 1 on their current source. Racks that must
 leave their source (it is emptied, the path drop is over the limit, or the rack is
 open) are exempt from budget, dwell and cap.
+
+Finding a good plan, not proving it, is the hard part on tight sites: the LP bound equals the
+counting bound (total load / n-1 capacities), and so does the model with the alternates
+relaxed (x binary, y continuous), so the gap is all in packing indivisible racks into the
+survivors' headroom; HiGHS alone wanders for minutes at 0.5-2% above the bound at 500 x 8
+and never raises it. So stage 1 is seeded: (a) a model without y, Hall's condition per lost
+source in its place (see `_choose_moves`), picks the racks to move; (b) with those moves
+fixed the alternates are packed exactly (a fraction of a second); (c) the better of that
+plan and the heuristic's is polished around its bottleneck (see `_polish`); (d) only if it
+is still not within U_GAP of the bound does the full model run, from it. U is bounded below
+by the LP bound and (a)'s proven bound, valid for every plan, so every gap is honest.
+Stage 2 starts from stage 1's plan. scipy.optimize.milp cannot take a start, which is why
+HiGHS is called through highspy.
 
 Objective, lexicographic in two solves: first minimise U; then, with U held at its
 optimum, minimise the weighted moves (deferrable 1, normal 2, critical 4, so two
@@ -36,12 +49,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any
 
+import highspy
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp  # type: ignore[import-untyped]
 from scipy.sparse import coo_array  # type: ignore[import-untyped]
 
+try:  # the core class: highspy.Highs prints a banner on stdout (which would corrupt `ibt plan --json`)
+    from highspy._core import _Highs
+except ImportError:  # a highspy that moved it: the public class, banner and all
+    _Highs = highspy.Highs  # type: ignore[misc]
+
+from host.allocate.heuristic import solve_heuristic
 from host.allocate.problem import Problem
 from host.allocate.solution import Shortfall, Solution, Status
 from host.site.arrays import BoolArray, FloatArray, IntArray
@@ -53,6 +73,32 @@ THD_SHARE = 0.2  # and the THD one this share
 U_GAP = 5e-3  # stage 1 stops once U is proven within 0.5% of the best: proving a min-max exactly costs far more
 U_SLACK = 2e-3  # stage 2 may give up this share of U for fewer moves
 MOVE_SLACK = 0.45  # stage 2 stops once proven within this of the least cost: below one move, above the tie-breakers
+RELAXED_SHARE = 0.25  # of the time limit for the relaxed-alternates solve that seeds stage 1: a start, not a proof
+RELAXED_GAP = 1e-3  # it stops once its U is proven within 0.1%: packing loses more than that anyway
+PACK_TRIES = 3  # the relaxation's plans whose alternates are packed exactly, for a start
+PACK_SHARE = 0.1  # of the time limit for each packing (they take 0.02-2 s at 500 x 8)
+POLISH_SHARE = 1 / 6  # of the time limit for each round of polishing around the bottleneck
+POLISH_ROUNDS = 6  # rounds at most: each moves the bottleneck, and one to three rounds sufficed at 500 x 8
+HALL_ALL = 10  # Hall rows for every set of survivors up to this many sources (2^(n-1) per lost source)
+HALL_MAX = 3  # above it, sets of up to this many survivors (a generated rack reaches at most 3 others)
+BOUND_MARGIN = 1e-7  # a lower bound on U handed back to HiGHS is lowered by this share (its own tolerances)
+
+
+_Choice = tuple[list[dict[int, float]], float]  # columns fixed to choices of moves, and a proven lower bound
+
+
+@dataclass
+class _Result:
+    """What a solve returns: the solution vector (None if none was found), `status` 0 when
+    proven within the gap asked for (1 stopped with a plan, 2 infeasible or stopped without
+    one), HiGHS's message, and its proven lower bound on the objective."""
+
+    x: FloatArray | None
+    status: int
+    message: str
+    bound: float
+    earlier: list[FloatArray] = field(default_factory=list)  # improving solutions before x, latest first
+    infeasible: bool = False  # proven so (not merely stopped without a plan)
 
 
 @dataclass
@@ -74,13 +120,48 @@ class _Rows:
         self.ub.append(ub)
         return row
 
-    def constraint(self, n_vars: int) -> LinearConstraint:
+    def csr(self, n_vars: int) -> Any:
+        """The matrix in compressed rows, as HiGHS takes it."""
         empty = np.zeros(0, dtype=np.int64)
         rows = np.concatenate(self.rows) if self.rows else empty
         cols = np.concatenate(self.cols) if self.cols else empty
         vals = np.concatenate(self.vals) if self.vals else np.zeros(0)
         matrix = coo_array((vals, (rows, cols)), shape=(len(self.lb), n_vars)).tocsr()
-        return LinearConstraint(matrix, np.array(self.lb), np.array(self.ub))
+        matrix.sum_duplicates()
+        return matrix
+
+
+def _run(c: FloatArray, lower: FloatArray, upper: FloatArray, matrix: Any, rows: _Rows, integrality: FloatArray,
+         start: FloatArray | None, time_limit_s: float, gap: float, keep: int = 0) -> _Result:  # fmt: skip
+    """One HiGHS solve of min c @ v over lb <= matrix @ v <= ub, on one thread so that runs
+    repeat exactly (time limits aside). `start` is tried as the first incumbent; HiGHS
+    ignores it if it is not feasible. `keep`: also return up to this many earlier
+    improving solutions."""
+    h = _Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    h.setOptionValue("time_limit", float(time_limit_s))
+    h.setOptionValue("mip_rel_gap", float(gap))
+    h.passModel(len(c), matrix.shape[0], matrix.nnz, 2, 1, 0.0, c, lower, upper,
+                np.asarray(rows.lb, dtype=np.float64), np.asarray(rows.ub, dtype=np.float64),
+                matrix.indptr[:-1].astype(np.int32), matrix.indices.astype(np.int32), matrix.data,
+                integrality.astype(np.int32))  # fmt: skip
+    if keep:
+        h.setOptionValue("mip_improving_solution_save", True)
+    if start is not None:
+        h.setSolution(len(c), np.arange(len(c), dtype=np.int32), np.clip(start, lower, upper))
+    h.run()
+    info = h.getInfo()
+    status = h.getModelStatus()
+    has_x = info.primal_solution_status == 2  # feasible
+    x = np.array(h.getSolution().col_value) if has_x else None
+    optimal = status == highspy.HighsModelStatus.kOptimal
+    lp_value = info.objective_function_value if optimal else -np.inf
+    bound = info.mip_dual_bound if integrality.any() else lp_value  # an LP proves its optimum, a MIP its dual bound
+    code = 0 if optimal and has_x else 1 if has_x else 2
+    earlier = [np.array(saved.col_value) for saved in h.getSavedMipSolutions()[::-1][1 : keep + 1]] if keep else []
+    infeasible = status == highspy.HighsModelStatus.kInfeasible
+    return _Result(x, code, h.modelStatusToString(status), float(bound), earlier, infeasible)
 
 
 class _Model:
@@ -113,6 +194,7 @@ class _Model:
         self.shed0 = self.u + 1
         self.n_vars = self.shed0 + len(self.shed_racks)
         self.elastic = elastic
+        self.matrix: Any = None  # built once, on the first solve
         self.slack_rows: list[tuple[int | None, int | None]] = []  # (lost, survivor) per capacity slack
         self.slack_cols: list[int] = []
         self.orphan0 = 0
@@ -224,17 +306,32 @@ class _Model:
         c[self.x0 : self.x0 + len(self.pr)] += THD_SHARE * poor / max(int(problem.sensitive.sum()), 1)
         return c
 
-    def solve(self, c: FloatArray, *, relax: bool = False, upper_u: float = np.inf,
-              fixed: dict[int, float] | None = None, time_limit_s: float = 60.0,
-              gap: float = U_GAP) -> OptimizeResult:  # fmt: skip
+    def solve(self, c: FloatArray, *, relax: bool = False, upper_u: float = np.inf, lower_u: float = 0.0,
+              fixed: dict[int, float] | None = None, start: FloatArray | None = None,
+              time_limit_s: float = 60.0, gap: float = U_GAP) -> _Result:  # fmt: skip
+        """Minimise c @ v. `relax`: the LP relaxation; `fixed` pins columns; `start` is
+        tried as the first incumbent."""
         lower, upper = self.bounds()
         upper[self.u] = upper_u
+        lower[self.u] = max(lower_u, 0.0)
         for col, value in (fixed or {}).items():
             lower[col] = upper[col] = value
         integrality = np.zeros(self.n_vars) if relax else self.integrality()
-        return milp(c, integrality=integrality, bounds=Bounds(lower, upper),
-                    constraints=self.rows.constraint(self.n_vars),
-                    options={"time_limit": time_limit_s, "mip_rel_gap": gap})  # fmt: skip
+        if self.matrix is None:
+            self.matrix = self.rows.csr(self.n_vars)
+        return _run(c, lower, upper, self.matrix, self.rows, integrality, None if relax else start, time_limit_s, gap)
+
+    def encode(self, assign: IntArray, alternate: IntArray, u: float) -> FloatArray:
+        """The solution vector of a plan (assign, alternate) with U = `u`: a start for HiGHS."""
+        v = np.zeros(self.n_vars)
+        on = assign[self.pr] == self.ps
+        v[self.x0 : self.x0 + len(self.pr)] = on
+        chosen = on[self.yp] & (alternate[self.pr[self.yp]] == self.ps[self.yq])
+        v[self.y0 : self.y0 + len(self.yp)] = chosen
+        v[self.u] = u
+        if len(self.shed_racks):
+            v[self.shed0 : self.shed0 + len(self.shed_racks)] = assign[self.shed_racks] < 0
+        return v
 
     def relaxed_u(self, *, fixed: dict[int, float] | None = None, time_limit_s: float = 60.0) -> float | None:
         """U at the optimum of the LP relaxation: a lower bound on it (None when even the
@@ -242,7 +339,7 @@ class _Model:
         c = np.zeros(self.n_vars)
         c[self.u] = 1.0
         relaxed = self.solve(c, relax=True, fixed=fixed, time_limit_s=time_limit_s)
-        return float(relaxed.x[self.u]) if relaxed.x is not None else None
+        return relaxed.bound if relaxed.status == 0 else None
 
     def decode(self, v: FloatArray) -> tuple[IntArray, IntArray]:
         """(assign, alternate) per rack from a solution vector."""
@@ -257,8 +354,10 @@ class _Model:
 
 def solve_milp(problem: Problem, *, time_limit_s: float = 30.0) -> Solution:
     """The exact plan for `problem`: see the module docstring for the formulation.
-    `time_limit_s` applies to each of the (up to five) solves; a solve stopped by it
-    keeps its best plan, with status FEASIBLE and its gap to the LP bound."""
+    `time_limit_s` applies to each of the main solves (LP bound, min U, min moves; each
+    step of seeding stage 1 takes a share of it: a quarter, a tenth per packing, a sixth
+    per polishing round); a solve stopped by it keeps its best plan, with status FEASIBLE
+    and its gap to the best proven lower bound (`lp_bound` of the solution)."""
     start = time.perf_counter()
     none = np.zeros(problem.n_racks, dtype=bool)
     model = _Model(problem, none, elastic=False)
@@ -284,26 +383,164 @@ def solve_milp(problem: Problem, *, time_limit_s: float = 30.0) -> Solution:
 
 def _optimise(problem: Problem, model: _Model, fixed: dict[int, float], start: float, time_limit_s: float,
               shortfalls: tuple[Shortfall, ...] = ()) -> Solution | None:  # fmt: skip
-    """Stage 1 (min U), stage 2 (min moves at that U) and the LP bound; None if infeasible."""
+    """Stage 1 (min U, seeded: see the module docstring), stage 2 (min moves at that U)
+    and the LP bound; None if infeasible."""
     c_u = np.zeros(model.n_vars)
     c_u[model.u] = 1.0
-    first = model.solve(c_u, fixed=fixed, time_limit_s=time_limit_s)
+    relaxed = model.solve(c_u, relax=True, fixed=fixed, time_limit_s=time_limit_s)
+    if relaxed.infeasible:
+        return None  # not even the relaxation is feasible
+    bound = relaxed.bound if relaxed.status == 0 else -np.inf  # -inf: the LP stopped at the time limit
+    first, lower = _stage_one(problem, model, fixed, bound, time_limit_s)
     if first.x is None:
         return None
     u_star = float(first.x[model.u])
     u_cap = u_star * (1.0 + U_SLACK) + U_TOLERANCE
     c_moves = model.move_cost()
     gap = MOVE_SLACK / max(float(c_moves @ first.x), MOVE_SLACK)  # stage 1's plan bounds stage 2's cost
-    second = model.solve(c_moves, upper_u=u_cap, fixed=fixed, time_limit_s=time_limit_s, gap=min(gap, 0.5))
-    best = second if second.x is not None else first
-    bound = model.relaxed_u(fixed=fixed, time_limit_s=time_limit_s)
-    assign, alternate = model.decode(best.x)
+    second = model.solve(c_moves, upper_u=u_cap, fixed=fixed, start=first.x, time_limit_s=time_limit_s,
+                         gap=min(gap, 0.5))  # fmt: skip
+    best = second.x if second.x is not None else first.x
+    assign, alternate = model.decode(best)
     proven = first.status == 0 and second.status == 0
     status = Status.SHED if fixed and any(fixed.values()) else Status.OPTIMAL if proven else Status.FEASIBLE
-    note = "" if proven else f"stopped at the time limit: {first.message}"
+    note = "" if proven else f"stopped at the time limit: {first.message if first.status else second.message}"
     u = problem.worst_post(assign, alternate)
-    return Solution("milp", status, assign, alternate, u, bound, time.perf_counter() - start,
+    proven_bound = max(bound, lower) if np.isfinite(max(bound, lower)) else None
+    return Solution("milp", status, assign, alternate, u, proven_bound, time.perf_counter() - start,
                     shortfalls, note)  # fmt: skip
+
+
+def _stage_one(problem: Problem, model: _Model, fixed: dict[int, float], bound: float,
+               time_limit_s: float) -> tuple[_Result, float]:  # fmt: skip
+    """Min U from a good start; also the best proven lower bound on U. Every bound used is
+    valid for every plan, so U >= it cuts no plan and the gap HiGHS reports is honest."""
+    c_u = np.zeros(model.n_vars)
+    c_u[model.u] = 1.0
+    lower = bound
+    starts: list[FloatArray] = []
+    if not fixed:
+        choices, relaxed_bound = _choose_moves(problem, model, RELAXED_SHARE * time_limit_s)
+        if np.isfinite(relaxed_bound):  # infinite if infeasible: the full model then says so itself
+            lower = max(lower, relaxed_bound)
+        for moves in choices:
+            packed = model.solve(c_u, fixed=moves, lower_u=_below(lower), time_limit_s=PACK_SHARE * time_limit_s,
+                                 gap=U_GAP / 10)  # fmt: skip
+            if packed.x is not None:
+                starts.append(packed.x)
+    if not fixed:  # the heuristic knows nothing of shedding
+        plan = solve_heuristic(problem)
+        if plan.u < np.inf and not plan.shortfalls:
+            starts.append(model.encode(plan.assign, plan.alternate, plan.u + U_TOLERANCE))
+    best = min(starts, key=lambda v: float(v[model.u]), default=None)
+    if best is not None and not fixed:
+        best = _polish(problem, model, best, lower, POLISH_SHARE * time_limit_s)
+    if best is not None and float(best[model.u]) <= lower * (1.0 + U_GAP):
+        return _Result(best, 0, "start within the gap", lower), lower
+    first = model.solve(c_u, fixed=fixed, lower_u=_below(lower), start=best, time_limit_s=time_limit_s)
+    lower = max(lower, first.bound if np.isfinite(first.bound) else lower)
+    return first, lower
+
+
+def _polish(problem: Problem, model: _Model, plan: FloatArray, lower: float, time_limit_s: float) -> FloatArray:
+    """Improve a plan around its bottleneck: the full model with every rack fixed except
+    those on the lost source and the survivor of the worst cell, and those already moved
+    (about 140 of 500 racks at 500 x 8), all alternates free, from the plan. HiGHS does
+    in seconds on this neighbourhood what it cannot in minutes on the whole model. Repeats
+    while it improves, up to POLISH_ROUNDS times; stops once within U_GAP of `lower`."""
+    c_u = np.zeros(model.n_vars)
+    c_u[model.u] = 1.0
+    n = problem.n_sources
+    for _ in range(POLISH_ROUNDS):
+        u = float(plan[model.u])
+        if u <= lower * (1.0 + U_GAP):
+            break
+        assign, alternate = model.decode(plan)
+        s, t = divmod(int(problem.post_util(assign, alternate).argmax()), n)
+        free = (assign == s) | (assign == t) | (assign != problem.current)
+        keep = np.flatnonzero(~free[model.pr])
+        fixed = {int(model.x0 + p): float(plan[model.x0 + p] > 0.5) for p in keep}
+        # gap below U_GAP: being within U_GAP of this neighbourhood's bound says nothing of the global one
+        found = model.solve(c_u, fixed=fixed, lower_u=_below(lower), start=plan, time_limit_s=time_limit_s,
+                            gap=U_GAP / 10)  # fmt: skip
+        if found.x is None or float(found.x[model.u]) >= u - U_TOLERANCE:
+            break
+        plan = found.x
+    return plan
+
+
+def _choose_moves(problem: Problem, model: _Model, time_limit_s: float) -> _Choice:
+    """The racks' sources from a relaxation that keeps x binary but drops the alternates:
+    for each lost s and set T of survivors, the racks of s that can only go to T must fit
+    in T's headroom (Hall's condition, which makes fractional alternates feasible; all
+    sets up to HALL_ALL sources, else those of up to HALL_MAX survivors and all of them).
+    A third of the integers and no y: HiGHS finds moves here far sooner than in the full
+    model. Returns x fixed to each choice (columns of `model`; its best plan and up to
+    PACK_TRIES - 1 earlier ones, since which of them packs best is luck) and the
+    relaxation's proven lower bound on U, valid for every plan."""
+    n_pairs, ps, pr = len(model.pr), model.ps, model.pr
+    draw, cap = problem.draw_kw[pr], problem.capacity_kw
+    allowed: list[int] = np.flatnonzero(problem.allowed_source).tolist()
+    u, load0 = n_pairs, n_pairs + 1  # columns: x per pair (as in the model), U, then the load of each source
+    n_vars = load0 + problem.n_sources
+    rows = _Rows()
+    for r in range(problem.n_racks):
+        members = model.pair_of[r][model.pair_of[r] >= 0]
+        rows.add(members, np.ones(len(members)), 1.0, 1.0)
+    for t in range(problem.n_sources):
+        on = np.flatnonzero(ps == t)
+        rows.add(np.append(on, load0 + t), np.append(draw[on], -1.0), 0.0, 0.0)
+    for t in allowed:
+        rows.add([load0 + t, u], [1.0, -cap[t]], -np.inf, -float(problem.other_kw[t]))
+        rows.add([load0 + t], [1.0], -np.inf, float(problem.steady_limit_kw[t]))
+    reaches = np.zeros((problem.n_racks, problem.n_sources), dtype=bool)  # rack r may be on or go to source t
+    for r, options in enumerate(problem.options):
+        reaches[r, list(options)] = True
+    for s in allowed:
+        survivors = [t for t in allowed if t != s]
+        mine = np.flatnonzero(ps == s)
+        sizes = range(1, len(survivors) + 1)
+        if len(allowed) > HALL_ALL:
+            sizes = range(1, min(HALL_MAX, len(survivors)) + 1)
+        subsets = [t for k in sizes for t in combinations(survivors, k)]
+        if len(allowed) > HALL_ALL and len(survivors) > HALL_MAX:
+            subsets.append(tuple(survivors))
+        for subset in subsets:
+            outside = np.ones(problem.n_sources, dtype=bool)
+            outside[[s, *subset]] = False
+            confined = mine[~reaches[pr[mine]][:, outside].any(axis=1)].tolist()
+            if not confined:
+                continue  # the steady rows cover it
+            loads = [load0 + t for t in subset]
+            cols = np.array(loads + confined + [u])
+            vals = np.concatenate([np.ones(len(loads)), draw[confined], [-cap[list(subset)].sum()]])
+            rows.add(cols, vals, -np.inf, -float(problem.other_kw[list(subset)].sum()))
+            rows.add(cols[:-1], vals[:-1], -np.inf, float(problem.post_limit_kw[list(subset)].sum()))
+    counted = list(model.stay_pair)
+    if counted:
+        stay = [model.stay_pair[r] for r in counted]
+        rows.add(stay, -np.ones(len(stay)), -np.inf, float(problem.policy.move_budget - len(counted)))
+    lower, upper = np.zeros(n_vars), np.ones(n_vars)
+    full_lower, full_upper = model.bounds()
+    lower[:n_pairs] = full_lower[model.x0 : model.x0 + n_pairs]
+    upper[:n_pairs] = full_upper[model.x0 : model.x0 + n_pairs]
+    upper[u:] = np.inf
+    alone = reaches[pr].sum(axis=1) < 2
+    upper[:n_pairs][alone] = 0.0  # a rack with one usable source has no alternate: the full model has no plan
+    integrality = np.zeros(n_vars)
+    integrality[:n_pairs] = 1.0
+    c = np.zeros(n_vars)
+    c[u] = 1.0
+    found = _run(c, lower, upper, rows.csr(n_vars), rows, integrality, None, time_limit_s, RELAXED_GAP,
+                 keep=PACK_TRIES - 1)  # fmt: skip
+    plans = [found.x] if found.x is not None else []
+    choices = [{model.x0 + p: float(v > 0.5) for p, v in enumerate(x[:n_pairs])} for x in plans + found.earlier]
+    return choices, found.bound
+
+
+def _below(bound: float) -> float:
+    """A proven lower bound eased by HiGHS's tolerances, so that it cannot cut the optimum."""
+    return bound * (1.0 - BOUND_MARGIN) - U_TOLERANCE
 
 
 def _diagnose(problem: Problem, time_limit_s: float) -> tuple[tuple[Shortfall, ...], IntArray, IntArray]:
