@@ -20,13 +20,15 @@ _MINUTE_US = const(60000000)
 
 
 class Settings:
-    """SET_LIMITS in protocol units, with the board's limits to check them against."""
+    """SET_LIMITS in protocol units. The pickups are the sim board's defaults (80% of its
+    40 A relays and fuses; its relays' 40 A breaking capacity): a tap derives both from
+    its own board's ratings (firmware/tap.py, _defaults)."""
 
     def __init__(self):
         self.curve = catalog.CURVE_STANDARD_INVERSE
         self.pickup_mA = 32000
         self.tms_milli = 100
-        self.instantaneous_mA = 320000
+        self.instantaneous_mA = 40000  # never above what the relay may break
         self.undervoltage_mV = 195500
         self.overvoltage_mV = 264500
         self.frequency_low_cHz = 4750
@@ -79,6 +81,8 @@ class Protection:
         self.last_loss_sample = 0
         self._fault_seen = False
         self._fault_seen_at = 0
+        self._fault_peak = 0  # counts: the sample that marked the last fault current
+        self.cycle_mA = 0  # the output current's RMS over the last nominal cycle
         self._cycle_len = fs // 50
         self._cycle_n = 0
         self._cycle_sq = 0
@@ -177,7 +181,13 @@ class Protection:
             if a > limit or a < -limit:
                 self._fault_seen = True
                 self._fault_seen_at = now
+                self._fault_peak = a if a > 0 else -a
                 return
+
+    def fault_mA(self):
+        """The last fault current, as the RMS of a sine with that peak (comparable with
+        instantaneous_mA); intermediates below 2**30 as in _measure_cycles."""
+        return (((self._fault_peak * 181) >> 8) * self._mA_per_count_q8) >> 8  # 1/sqrt(2) = 181/256
 
     @micropython.native
     def _measure_cycles(self, amps, n, now):
@@ -198,6 +208,7 @@ class Protection:
         self._cycle_sq = sq
 
     def _on_cycle(self, current_mA, now):
+        self.cycle_mA = current_mA
         self._above_breaking = current_mA > self.breaking_mA
         state = self.state
         if state == catalog.PROT_LOCKOUT:

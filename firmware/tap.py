@@ -3,7 +3,7 @@
 #
 # board (a dict from the board description): name, role, n_inputs, fs, block,
 # nominal_hz, mV_per_count, mA_per_count, counts_per_amp_q8, operate_us, release_us,
-# bounce_us, breaking_mA, loss_fraction, default_alternates.
+# bounce_us, breaking_mA, rated_mA, fuse_mA, loss_fraction, default_alternates.
 # hal: exchange(), volts, amps, ticks_us(), ticks_diff(), drive/coil/feedback(k),
 # unique_id(), temperature_dC(), uarts (one per bus: readinto(buf) -> n or 0,
 # write(buf, n)), wdt_feed(), reset().
@@ -27,13 +27,37 @@ from protocol import catalog, layout
 FIRMWARE_VERSION = (0, 1, 0)
 _LIMIT_FIELDS = ("curve", "pickup_mA", "tms_milli", "instantaneous_mA", "undervoltage_mV", "overvoltage_mV",
                  "frequency_low_cHz", "frequency_high_cHz", "thd_max_dpct")
-_SIGNED_REFUSALS = (catalog.E_STALE_EPOCH, catalog.E_EPOCH_NOT_RAISED, catalog.E_REPLAY, catalog.E_OUT_OF_RANGE)
+_CRC_FIELDS = ("address", "curve", "pickup_mA", "tms_milli", "instantaneous_mA", "undervoltage_mV", "overvoltage_mV",
+               "frequency_low_cHz", "frequency_high_cHz", "thd_max_dpct", "rankings")  # SPEC.md, config_crc
+# the guard's refusals that come after the tag checked out (SPEC.md "Authentication", steps 5
+# and 6, and RAISE_EPOCH's payload); those before it (AUTH_REQUIRED, BAD_LENGTH without a
+# trailer, BUSY, BAD_TAG) answer a request the tap cannot attribute to the key's holder
+_AFTER_TAG = (catalog.E_STALE_EPOCH, catalog.E_EPOCH_NOT_RAISED, catalog.E_REPLAY, catalog.E_OUT_OF_RANGE)
 _BAD_TAGS_BEFORE_PAUSE = 8  # SPEC.md: then tag checks stop for a second
 _PAUSE_US = 1000000
 
 
+def _bit(k):
+    """The relay bits (bit k-1 for input k) of one input, 0 for none."""
+    return 1 << (k - 1) if k else 0
+
+
+def _ratings(board):
+    """(relay rated current, breaking capacity, input fuse) in mA: the weakest input's.
+    A board description without the first or the last falls back to the stricter known one."""
+    breaking = board["breaking_mA"]
+    rated = board.get("rated_mA", breaking)
+    return rated, breaking, board.get("fuse_mA", rated)
+
+
 def _defaults(board):
+    """Limits that coordinate with the board (as host/operate.py's default_limits): the
+    overload pickup at 80% of the weaker of relay and fuse, the instantaneous pickup at the
+    relay's breaking capacity, so the relay never tries to break what the fuse must."""
     limits = Settings()
+    rated, breaking, fuse = _ratings(board)
+    limits.pickup_mA = min(rated, fuse) * 4 // 5
+    limits.instantaneous_mA = breaking
     rankings = [[0, 0, 0] for _ in range(board["n_inputs"])]
     rankings[0] = list(board["default_alternates"])  # until the host ranks: from input 1 as the board says
     out = {"address": catalog.ADDR_UNASSIGNED, "epoch": 0, "counter_reserved": 0, "preferred": 0,
@@ -49,11 +73,17 @@ class Tap:
         self.board = board
         self.n = board["n_inputs"]
         self.events = ev.EventLog()
-        self.config = store.Record(flash_dir, "config.json", _defaults(board))
+        defaults = _defaults(board)
+        self.config = store.Record(flash_dir, "config.json", defaults)
         self.key = store.Record(flash_dir, "key.json", {"key": ""})
         self.alarms = 0
         if self.config.status not in (store.OK, store.MISSING) or not self.key.data["key"]:
             self.alarms |= catalog.ALARM_UNCALIBRATED  # running on defaults the host did not set
+        if self._limits_problem(self.config.data):
+            # limits kept from another board or an older firmware that this board cannot honour
+            for name in _LIMIT_FIELDS:
+                self.config.data[name] = defaults[name]
+            self.alarms |= catalog.ALARM_UNCALIBRATED
         key = binascii.unhexlify(self.key.data["key"]) if self.key.data["key"] else bytes(catalog.KEY_LEN)
         self.hmac = Hmac(key)
         self.messages = layout.load()
@@ -94,6 +124,13 @@ class Tap:
         self._seen_transfers = 0
         self._seen_trips = 0
         self._seen_state = self.protection.state
+        self._seen_lost = [False] * self.n  # each input's loss detector, as last logged
+        self._seen_relay_state = self.relays.state
+        self._seen_failed = 0
+        self._closing = 0  # the input whose relay was last seen closing
+        self._automatic = False  # a transfer the tap made by itself is under way: log it when done
+        self._dark = False  # the rack lost its supply (its source lost, or the old contacts parted)...
+        self._dark_since_ms = 0  # ... at this uptime
         self.uptime_ms = 0
         self.reset_requested = False
         self.events.log(0, catalog.EV_BOOT, self.relays.active, self.config.status)
@@ -111,7 +148,8 @@ class Tap:
         hal.exchange()
         now = hal.ticks_us()
         self.uptime_ms += self.board["block"] * 1000 // self.board["fs"]
-        self.meter.active = self.relays.active
+        active = self.relays.active
+        self.meter.active = active
         self.protection.host_present = not self.alarms & catalog.ALARM_HOST_LOST
         self.meter.process(hal.volts, hal.amps, self.board["block"])
         self.protection.process(hal.volts, hal.amps, self.board["block"], now)
@@ -119,12 +157,15 @@ class Tap:
         if self.health is not None:
             self.health.feed(hal.aux[0], hal.aux[1], self.board["block"])
         self.relays.step(now, rm.current_is_zero(hal.amps, self.board["block"], 20))
-        self._log_protection()
+        self._log_protection(active)
+        self._log_relays(now)
         self._serve(now)
         if self.guard.paused and hal.ticks_diff(now, self._paused_at) >= _PAUSE_US:
             self.guard.paused = False
             self._bad_tags = 0
         if hal.ticks_diff(now, self._last_host) > catalog.HOST_TIMEOUT_S * 1000000:
+            if not self.alarms & catalog.ALARM_HOST_LOST:
+                self._event(catalog.EV_HOST_LOST, self.relays.active, 0)
             self.alarms |= catalog.ALARM_HOST_LOST
         if self.relays.state == rm.FAULT:
             self.alarms |= catalog.ALARM_RELAY_MISMATCH
@@ -135,20 +176,62 @@ class Tap:
         if code != catalog.EV_COMMAND and code != catalog.EV_AUTH_FAILURE:
             self.capture.on_event()
 
-    def _log_protection(self):
+    def _log_protection(self, active):
+        """active: the input that was active when this block was sampled."""
         p = self.protection
+        for k in range(self.n):
+            lost = self.detectors[k].lost
+            if lost == self._seen_lost[k]:
+                continue
+            self._seen_lost[k] = lost
+            if lost:
+                self._event(catalog.EV_SOURCE_LOST, k + 1, 0)
+                if k + 1 == active and not self._dark:
+                    # the rack went dark at the onset, the detector's persistence before it fired
+                    self._dark = True
+                    self._dark_since_ms = self.uptime_ms - self.detectors[k].persist * 1000 // self.board["fs"]
+            elif k + 1 == active and self.relays.state == rm.IDLE:
+                self._dark = False  # the source came back before anything moved
         if p.transfers != self._seen_transfers:
             self._seen_transfers = p.transfers
-            self._event(catalog.EV_TRANSFER, p.last_transfer_to, p.last_transfer_from)
+            self._automatic = True  # logged as EV_TRANSFER once the new relay has closed
         if p.trips != self._seen_trips:
             self._seen_trips = p.trips
-            self._event(catalog.EV_OVERLOAD_TRIP, self.relays.active, 0)
+            self._event(catalog.EV_OVERLOAD_TRIP, self.relays.active, p.cycle_mA)
         if p.state != self._seen_state:
             self._seen_state = p.state
             if p.state == catalog.PROT_LOCKOUT:
-                self._event(catalog.EV_LOCKOUT, self.relays.active, 0)
+                self._event(catalog.EV_LOCKOUT, self.relays.active, p.cycle_mA)
             elif p.state == catalog.PROT_DOWNSTREAM_FAULT:
-                self._event(catalog.EV_DOWNSTREAM_FAULT, self.relays.active, 0)
+                self._event(catalog.EV_DOWNSTREAM_FAULT, self.relays.active, p.fault_mA())
+
+    def _log_relays(self, now):
+        """EV_TRANSFER when a transfer the tap made by itself has closed its new relay, with
+        the dark time the rack saw (from the loss of its source, or from the old contacts'
+        arc going out, to the new contacts closing); EV_RELAY_MISMATCH when a relay did not
+        follow its command."""
+        r = self.relays
+        if r.failed_transfers != self._seen_failed:
+            self._seen_failed = r.failed_transfers
+            self._event(catalog.EV_RELAY_MISMATCH, self._closing, _bit(self._closing))
+        state = r.state
+        if state == self._seen_relay_state:
+            return
+        self._seen_relay_state = state
+        if state == rm.CLOSING:
+            self._closing = r.target
+            if not self._dark:  # the old contacts parted and their arc went out during this block
+                self._dark = True
+                self._dark_since_ms = self.uptime_ms - self.board["block"] * 1000 // self.board["fs"]
+        elif state == rm.FAULT:
+            self._event(catalog.EV_RELAY_MISMATCH, r.fault_input, _bit(r.fault_input))
+            self._automatic = False
+        elif state == rm.IDLE:
+            if r.active and self._dark and self._automatic:
+                closed_for_ms = self.hal.ticks_diff(now, r._stable_since) // 1000  # the bounce check
+                self._event(catalog.EV_TRANSFER, r.active, self.uptime_ms - closed_for_ms - self._dark_since_ms)
+            self._automatic = False
+            self._dark = False
 
     # -- the buses ------------------------------------------------------------------------
 
@@ -181,7 +264,6 @@ class Tap:
             out[:length] = cached[:length]
             self._send(bus, length)
             return
-        signed = body[4] & catalog.FLAG_AUTH and self.messages[guard.type].authenticated
         if verdict > 0:
             if verdict == catalog.E_BAD_TAG:
                 self._event(catalog.EV_AUTH_FAILURE, 0, verdict)
@@ -191,7 +273,7 @@ class Tap:
                     guard.paused = True  # a flood: stop paying for tag checks for a while
                     self._paused_at = now
             length = reply.nak(out, guard.address, guard.seq, guard.type, verdict, guard.detail)
-            if signed and verdict in _SIGNED_REFUSALS:
+            if verdict in _AFTER_TAG:  # SPEC.md: the answer to a request whose tag passed is signed
                 length = self._sign_and_remember(length, self.hmac)
             self._send(bus, length)
             return
@@ -203,12 +285,12 @@ class Tap:
         hmac = self.hmac
         if message.authenticated:
             self._bad_tags = 0
+        if message.authenticated:
+            self._persist_counter()  # consumed by the guard, whatever comes next
         if fields is None:
             length = reply.nak(out, guard.address, guard.seq, guard.type, catalog.E_BAD_LENGTH,
                                message.request.size)
         else:
-            if message.authenticated:
-                self._persist_counter()
             self._host_alive = True
             length, hmac = self._dispatch(bus, guard.type, fields, now)
             if self._host_alive:  # an admitted request, but not a heartbeat from another epoch
@@ -334,8 +416,10 @@ class Tap:
             "epoch": self.guard.epoch, "auth_counter": self.guard.counter, "config_crc": self._config_crc()})
 
     def _config_crc(self):
-        crc = 0
-        for key in sorted(self.config.data):
+        # SPEC.md IDENTIFY: address, role, limits, alternates; not the epoch, the reserved
+        # counter or the host's last choice of input, which change in normal operation
+        crc = binascii.crc32(("role=%s;" % self.board["role"]).encode())
+        for key in _CRC_FIELDS:
             crc = binascii.crc32(("%s=%s;" % (key, self.config.data[key])).encode(), crc)
         return crc & 0xFFFFFFFF
 
@@ -422,15 +506,27 @@ class Tap:
         self.config.save()
         return self._ack()
 
-    def _set_limits(self, f):
+    def _limits_problem(self, f):
+        """The 1-based position of the first field of SET_LIMITS this board cannot honour, or 0."""
+        rated, breaking, fuse = _ratings(self.board)
+        pickup = f["pickup_mA"]
+        instantaneous = f["instantaneous_mA"]
+        measurable = int(self.board["mV_per_count"] * 8191 / 1.4142)  # RMS of a full-scale sine
         for position, problem in ((1, f["curve"] not in (1, 2, 3)),
-                                  (2, not 0 < f["pickup_mA"] <= self.board["breaking_mA"]),
+                                  (2, not 0 < pickup <= rated or pickup > fuse or pickup > breaking),
                                   (3, not 50 <= f["tms_milli"] <= 1500),
-                                  (4, f["instantaneous_mA"] <= f["pickup_mA"]),
-                                  (6, f["undervoltage_mV"] >= f["overvoltage_mV"]),
-                                  (8, f["frequency_low_cHz"] >= f["frequency_high_cHz"])):
+                                  (4, instantaneous <= pickup or instantaneous > breaking),
+                                  (6, f["undervoltage_mV"] >= f["overvoltage_mV"] or f["overvoltage_mV"] > measurable),
+                                  (8, f["frequency_low_cHz"] >= f["frequency_high_cHz"]),
+                                  (9, not 0 < f["thd_max_dpct"] <= 1000)):
             if problem:
-                return self._nak(catalog.E_OUT_OF_RANGE, position)
+                return position
+        return 0
+
+    def _set_limits(self, f):
+        position = self._limits_problem(f)
+        if position:
+            return self._nak(catalog.E_OUT_OF_RANGE, position)
         for name in _LIMIT_FIELDS:
             self.config.data[name] = f[name]
         self.protection.apply_settings(self._settings())

@@ -65,6 +65,8 @@ class Board:
             "release_us": round(max(_release_ms(r) for r in relays) * 1000),
             "bounce_us": round(max(r["bounce_ms_max"] for r in relays) * 1000),
             "breaking_mA": round(min(r["breaking_capacity_a"] for r in relays) * 1000),
+            "rated_mA": round(min(r["rated_current_a"] for r in relays) * 1000),
+            "fuse_mA": round(min(i["fuse_a"] for i in raw["inputs"]) * 1000),
             "loss_fraction": adc["loss_fraction"],
             "default_alternates": list(raw["protection"]["default_alternates"]),
             "capture_samples": adc["capture_samples"],
