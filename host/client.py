@@ -230,6 +230,11 @@ class TapError(Exception):
         self.request = request
 
 
+# Unsigned refusals of a signed command that a resend of the same bytes cannot change
+# (SPEC.md, "Authentication"): the client stops retrying and reports them as unverified.
+FINAL_UNSIGNED_REFUSALS = frozenset({catalog.E_BAD_TAG, catalog.E_AUTH_REQUIRED, catalog.E_BAD_LENGTH})
+
+
 class TapRefused(TapError):
     """The tap answered NAK. `verified` is False when the refusal of a signed command came
     unsigned: then it does not prove that nothing happened. `retried` is True when the
@@ -506,6 +511,8 @@ class TapClient:
                 return answer, attempt
             if answer is not None and answer.type == catalog.T_NAK:
                 unsigned_nak = (answer, attempt)
+                if answer.fields().get("error") in FINAL_UNSIGNED_REFUSALS:
+                    break  # the same bytes get the same refusal, and a bad tag counts towards the flood pause
         if unsigned_nak is not None:  # nothing better came: report the refusal, marked unverified
             self._result(address, frame, unsigned_nak[0], verified=False, retried=unsigned_nak[1] > 0)
         self.stats.timeouts += 1
