@@ -41,7 +41,17 @@ latest sweep, and says so by what it leaves unknown:
   which includes no tap answering);
 - alarms: OVERLOAD when the load is above capacity;
 - overload progress NaN, state of charge and runtime None: only the source's own
-  controller knows them. Health signals are None (no monitor taps are read here).
+  controller knows them.
+
+Health signals come from the source's monitor tap (`monitors`: source id -> the address
+of the monitor-role tap fitted to it), with or without an adapter: one HEALTH per
+monitored source and `read_sources`, in the site's source order, turned into the fault
+predictor's signals and units (host/site/fleet.py `HealthSignals`: degrees C, mg, plain
+kurtosis and crest factor, percent). A signal the tap does not vouch for (its
+`sensors_ok` bit clear: no sensor, or no window measured yet) is None, as is a window
+value older than `HEALTH_MAX_AGE_MS`; a value the tap saturated at its field's maximum
+is passed on as it is (a lower bound: far above any threshold). A source with no
+monitor, or whose monitor did not answer, has `signals` None (why: `monitor_errors`).
 
 `read_sources` logs SOURCE_FAILED, SOURCE_TRIPPED, SOURCE_EXHAUSTED and SOURCE_RESTORED
 when it sees a source's state change from what the previous `read_sources` saw.
@@ -122,6 +132,7 @@ from host.site.fleet import (
     EventPage,
     FleetError,
     FleetTelemetry,
+    HealthSignals,
     Refusal,
     Refused,
     SourceStatus,
@@ -135,6 +146,10 @@ MAX_ALTERNATES = 3  # SET_ALTERNATES carries three
 DEFAULT_TRANSFER_TIMEOUT_S = 5.0  # a planned transfer waits up to the tap's phase_wait_ms (2 s), then breaks and makes
 DEFAULT_SOURCES_MAX_AGE_S = 1.0  # `read_sources` reuses a sweep this young: one poll period
 STATUS_POLL_S = 0.02  # between the STATUS reads that wait for a transfer to end
+# A monitor's vibration and ripple values older than this are no longer the source's state
+# (its windows are about half a second; a monitor whose windows stopped reports stale ones).
+HEALTH_MAX_AGE_MS = 10_000
+_SENSOR_TEMPERATURE, _SENSOR_VIBRATION, _SENSOR_RIPPLE, _SENSOR_THD = 0x01, 0x02, 0x04, 0x08
 
 _SOURCE_EVENTS = {
     SourceState.FAILED: EventKind.SOURCE_FAILED,
@@ -191,8 +206,10 @@ class BusFleet:
 
     `taps` maps each rack (by rack id or by its tap's id) to its tap's address or a
     record with an `address`. `source_adapters` (by source id) replace the derived
-    source status where given. `clock` stamps telemetry and events (wall clock by
-    default). `transfer_timeout_s` is how long `move` waits for a started transfer.
+    source status where given. `monitors` maps a source id to the address (or record) of
+    the monitor tap fitted to it: its health signals. `clock` stamps telemetry and events
+    (wall clock by default). `transfer_timeout_s` is how long `move` waits for a started
+    transfer.
     """
 
     def __init__(
@@ -207,6 +224,7 @@ class BusFleet:
         sources_max_age_s: float = DEFAULT_SOURCES_MAX_AGE_S,
         voltage_scale: float = math.sqrt(3),
         event_capacity: int = 100_000,
+        monitors: Mapping[str, int | HasAddress] | None = None,
     ) -> None:
         self._site = site
         self._client = client
@@ -219,6 +237,7 @@ class BusFleet:
         if unknown:
             raise ValueError(f"adapters for sources the site does not have: {', '.join(unknown)}")
         self._routes = _routes(site, taps)
+        self._monitors = _monitor_addresses(site, monitors or {}, self._routes)
         self._rack_ids = tuple(rack.id for rack in site.racks)
         self._rack_index = MappingProxyType(dict(site.rack_index))
         self._source_ids = tuple(source.id for source in site.sources)
@@ -235,6 +254,7 @@ class BusFleet:
         self._source_states: dict[str, SourceState] = {}
         self.unanswered: frozenset[str] = frozenset()  # racks whose tap did not answer the last sweep
         self.errors: dict[str, str] = {}  # rack -> why its tap did not answer, last sweep
+        self.monitor_errors: dict[str, str] = {}  # source -> why its monitor gave no signals, last read_sources
         self.lost_events: dict[str, int] = dict.fromkeys(self._rack_ids, 0)
         self.other_events: dict[str, int] = dict.fromkeys(self._rack_ids, 0)
 
@@ -305,18 +325,21 @@ class BusFleet:
 
     def read_sources(self) -> dict[str, SourceStatus]:
         """Each source from its adapter, or derived from the latest sweep (a new one if the
-        last is older than `sources_max_age_s` or a command came since)."""
+        last is older than `sources_max_age_s` or a command came since), with the health
+        signals of its monitor tap, read now (module docstring)."""
         telemetry = self._fresh_telemetry() if len(self._adapters) < len(self._source_ids) else None
         out: dict[str, SourceStatus] = {}
+        self.monitor_errors = {}
         for source in self._site.sources:
+            signals = self._read_signals(source.id)
             adapter = self._adapters.get(source.id)
             if adapter is not None:
                 status = SourceStatus.join(
-                    source.kind, adapter.read_reserve_capacity(), adapter.read_health_status(), None
+                    source.kind, adapter.read_reserve_capacity(), adapter.read_health_status(), signals
                 )
             else:
                 assert telemetry is not None
-                status = self._derived_status(source.id, telemetry)
+                status = self._derived_status(source.id, telemetry, signals)
             out[source.id] = status
             self._note_source_state(source.id, status)
         return out
@@ -438,7 +461,21 @@ class BusFleet:
             return self._latest[1]
         return self.read_telemetry()
 
-    def _derived_status(self, source_id: str, telemetry: FleetTelemetry) -> SourceStatus:
+    def _read_signals(self, source_id: str) -> HealthSignals | None:
+        """HEALTH from the source's monitor tap as the predictor's signals; None without a
+        monitor or an answer (the reason in `monitor_errors`)."""
+        address = self._monitors.get(source_id)
+        if address is None:
+            return None
+        try:
+            reply = self._client.health(address)
+        except TapError as exc:
+            self.monitor_errors[source_id] = str(exc)
+            return None
+        return health_signals(reply.fields)
+
+    def _derived_status(self, source_id: str, telemetry: FleetTelemetry,
+                        signals: HealthSignals | None = None) -> SourceStatus:
         index = self._site.source_index[source_id]
         source = self._site.sources[index]
         on_it = telemetry.active == index
@@ -462,7 +499,7 @@ class BusFleet:
             state_of_charge=None,
             runtime_s=None,
             alarms=alarms,
-            signals=None,
+            signals=signals,
         )
 
     def _note_source_state(self, source_id: str, status: SourceStatus) -> None:
@@ -690,6 +727,53 @@ def _routes(site: Site, taps: Mapping[str, int | HasAddress]) -> dict[str, _Rout
             MappingProxyType({f.source_id: f.input for f in feeds}),
         )
     return routes
+
+
+def health_signals(fields: Mapping[str, int]) -> HealthSignals:
+    """A HEALTH answer's fields as the fault predictor's signals (module docstring): None
+    where the tap does not vouch for a sensor, or its window value is too old."""
+    ok = int(fields["sensors_ok"])
+    fresh = int(fields["age_ms"]) <= HEALTH_MAX_AGE_MS
+
+    def scaled(bit: int, name: str, per_unit: int, windowed: bool = True) -> float | None:
+        if not ok & bit or (windowed and not fresh):
+            return None
+        return int(fields[name]) / per_unit  # divided, not multiplied by 0.1: 520 dC is 52.0 C exactly
+
+    return HealthSignals(
+        temperature_c=scaled(_SENSOR_TEMPERATURE, "temperature_dC", 10, windowed=False),
+        vibration_rms_mg=scaled(_SENSOR_VIBRATION, "vibration_rms_mg", 1),
+        kurtosis=scaled(_SENSOR_VIBRATION, "vibration_kurtosis_milli", 1000),
+        crest_factor=scaled(_SENSOR_VIBRATION, "vibration_crest_milli", 1000),
+        ripple_pct=scaled(_SENSOR_RIPPLE, "ripple_dpct", 10),
+        thd_pct=scaled(_SENSOR_THD, "thd_dpct", 10, windowed=False),
+    )
+
+
+def _monitor_addresses(site: Site, monitors: Mapping[str, int | HasAddress],
+                       routes: Mapping[str, _Route]) -> dict[str, int]:
+    """Each monitored source's monitor address: known sources, taps' addresses, none shared
+    with a rack's tap or another monitor."""
+    problems: list[str] = []
+    racks_at = {route.address: rack_id for rack_id, route in routes.items()}
+    used: dict[int, str] = {}
+    out: dict[str, int] = {}
+    for source_id, value in monitors.items():
+        address = value if isinstance(value, int) else value.address
+        if source_id not in site.source_index:
+            problems.append(f"monitor of {source_id!r}: the site has no such source")
+        elif not catalog.ADDR_TAP_MIN <= address <= catalog.ADDR_TAP_MAX:
+            problems.append(f"monitor of {source_id!r}: address {address} is not a tap's")
+        elif address in racks_at:
+            problems.append(f"monitor of {source_id!r}: address {address} is the tap of rack {racks_at[address]!r}")
+        elif address in used:
+            problems.append(f"monitors of {used[address]!r} and {source_id!r} share address {address}")
+        else:
+            used[address] = source_id
+            out[source_id] = address
+    if problems:
+        raise ValueError("; ".join(problems))
+    return out
 
 
 def _input_sources(site: Site, routes: Mapping[str, _Route]) -> np.ndarray:

@@ -256,20 +256,27 @@ def _print_rig(virtual: rig.VirtualRig) -> None:
 @sim.command("inject")
 @click.argument("kind", type=click.Choice(list(rig.FAULTS)), metavar="KIND")
 @click.argument("target")
-@click.option("--fraction", type=float, help="sag: what is left of the voltage; load: of the rack's rating.")
+@click.option("--fraction", type=float, help="sag: what is left of the voltage; load: of the rack's rating; "
+              "ripple: RMS ripple over the DC bus's voltage.")
 @click.option("--thd", "thd_pct", type=float, help="distort: total harmonic distortion, percent.")
 @click.option("--kw", type=float, help="overload: extra load on the source; load: the rack's draw.")
+@click.option("--celsius", type=float, help="heat: the source's temperature.")
+@click.option("--rms", "rms_mg", type=float, help="vibration: RMS of the running tone and noise, mg.")
+@click.option("--impulsive", is_flag=True, help="vibration: with a worn bearing's impacts.")
 @click.option("--duration", "duration_s", type=float, help="Simulated seconds (plant faults); default: until cleared.")
 @click.option("--rate", type=float, help="ber, drop: probability per bit or byte.")
 @click.option("--off", is_flag=True, help="cut, babble: end it.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=rig.default_workdir,
               show_default="as ibt sim's")
-def sim_inject(kind: str, target: str, workdir: Path, off: bool, **values: float | None) -> None:
+def sim_inject(kind: str, target: str, workdir: Path, off: bool, impulsive: bool, **values: float | None) -> None:
     """Inject a fault into the running rig: KIND lose, restore, sag, distort, overload (TARGET a
-    source); load (a rack or tap); cut, ber, drop, babble (bus A or B)."""
+    source); heat, vibration, ripple (a source a monitor tap is fitted to; without a value, back
+    to its baseline); load (a rack or tap); cut, ber, drop, babble (bus A or B)."""
     params: dict[str, Any] = {name: value for name, value in values.items() if value is not None}
     if off:
         params["on"] = False
+    if impulsive:
+        params["impulsive"] = True
     try:
         rig.send_control(workdir, {"command": "inject", "kind": kind, "target": target, "params": params})
     except rig.RigError as exc:

@@ -21,6 +21,12 @@ in the work directory) for one JSON object per line and answers each with one li
     answers: {"ok": true, "result": ...} or {"ok": false, "error": "one line"}
 
 `send_control(workdir, request)` is the client side (`ibt sim inject` uses it).
+
+Monitor taps (`RigLayout.monitors`, a site file's taps with role "monitor") run the same
+firmware on a board in the monitor role (one input: the source they are fitted to; an
+accelerometer and a DC-bus channel), served by the plant's `MonitorPlant`; they answer
+HEALTH with what the source's health model and the heat, vibration and ripple
+injections say. Their records are in `rig.monitors` and under "monitors" in rig.json.
 """
 
 from __future__ import annotations
@@ -43,9 +49,9 @@ from types import TracebackType
 from typing import IO, Any
 
 from host import boards, firmware_build, flash_records
-from host.plant import RelaySpec
+from host.plant import ADC_MAX, RelaySpec
 from host.plant_server import PlantServer
-from host.rig_plant import RigPlant, RigPlantError, default_site
+from host.rig_plant import MONITOR_DC_FULL_SCALE_V, MONITOR_MG_PER_COUNT, RigPlant, RigPlantError, default_site
 from host.site.model import Site
 from host.vbus import VirtualBus, VirtualBuses
 from protocol import catalog
@@ -66,9 +72,29 @@ SOURCE_FAULTS: dict[str, tuple[str, ...]] = {
     "distort": ("thd_pct", "duration_s"),
     "overload": ("kw", "duration_s"),
 }
+# What a source's monitor taps measure (refused on a source no monitor tap is fitted to).
+HEALTH_FAULTS: dict[str, tuple[str, ...]] = {
+    "heat": ("celsius", "duration_s"),
+    "vibration": ("rms_mg", "impulsive", "duration_s"),
+    "ripple": ("fraction", "duration_s"),
+}
 RACK_FAULTS: dict[str, tuple[str, ...]] = {"load": ("kw", "fraction", "duration_s")}
 BUS_FAULTS: dict[str, tuple[str, ...]] = {"cut": ("on",), "ber": ("rate",), "drop": ("rate",), "babble": ("on",)}
-FAULTS = {**SOURCE_FAULTS, **RACK_FAULTS, **BUS_FAULTS}
+FAULTS = {**SOURCE_FAULTS, **HEALTH_FAULTS, **RACK_FAULTS, **BUS_FAULTS}
+
+# The sim board in the monitor role: no board file describes one yet, so these are what
+# boards.Board.firmware_parameters() would add from a [monitor] section, with the plant's
+# sensor scales. One input, no alternates: the monitor feeds no rack.
+MONITOR_HEALTH_WINDOW = 2048  # samples per vibration and ripple window: about half a second at 4 kSPS
+MONITOR_BOARD: dict[str, Any] = {
+    "role": catalog.ROLE_SOURCE_MONITOR,
+    "n_inputs": 1,
+    "n_aux": 2,
+    "health_window": MONITOR_HEALTH_WINDOW,
+    "mg_per_count": MONITOR_MG_PER_COUNT,
+    "dc_volts_per_count": MONITOR_DC_FULL_SCALE_V / ADC_MAX,
+    "default_alternates": [0, 0, 0],
+}
 
 
 class RigError(RuntimeError):
@@ -77,7 +103,8 @@ class RigError(RuntimeError):
 
 @dataclass(frozen=True)
 class RigTap:
-    """What the host needs to talk to one tap of the rig, and where its files are."""
+    """What the host needs to talk to one tap of the rig, and where its files are. A
+    monitor tap has no rack (""), its one input is the source it `monitors`."""
 
     id: str
     rack: str
@@ -88,6 +115,7 @@ class RigTap:
     inputs: tuple[str, ...]  # source ids, input 1 first
     flash: str  # the tap's flash directory
     log: str  # what its MicroPython process printed
+    monitors: str | None = None  # a monitor tap: the source it is fitted to
 
     @property
     def key_bytes(self) -> bytes:
@@ -115,11 +143,14 @@ class RigLayout:
     # their config.json and key.json come from there (an unflashed address stays unassigned,
     # as a fresh board's does) instead of the rig's own address, epoch and fresh key.
     flashed: Mapping[str, Path] | None = None
+    # Monitor taps, by tap id: the source each is fitted to. Their addresses and unique ids
+    # come from `addresses` and `unique_ids` as the rack taps' do.
+    monitors: Mapping[str, str] | None = None
 
 
 def load_site_file(path: Path) -> RigLayout:
-    """A rig layout from a site file (host/site_file.py; sites/demo.toml). Monitor taps are
-    left out: the rig's plant feeds rack taps only."""
+    """A rig layout from a site file (host/site_file.py; sites/demo.toml): its rack taps
+    and its monitor taps."""
     from host import site_file  # only `--site` needs the site file reader
 
     try:
@@ -130,12 +161,15 @@ def load_site_file(path: Path) -> RigLayout:
         more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
         raise RigError(f"site file refused: {exc.problems[0]}{more}") from None
     rack_taps = [t for t in parsed.taps if t.rack is not None]
+    monitor_taps = [t for t in parsed.taps if t.role == site_file.TapRole.MONITOR and t.monitors is not None]
+    taps = rack_taps + monitor_taps
     return RigLayout(
         parsed.site,
         float(parsed.frequency_hz),
         dict(parsed.phase_deg),
-        {t.id: t.address for t in rack_taps},
-        {t.id: t.unique_id for t in rack_taps if t.unique_id is not None},
+        {t.id: t.address for t in taps},
+        {t.id: t.unique_id for t in taps if t.unique_id is not None},
+        monitors={t.id: t.monitors for t in monitor_taps if t.monitors is not None},
     )
 
 
@@ -173,8 +207,9 @@ class VirtualRig:
     ) -> None:
         self.layout = _layout(site)
         self.site = self.layout.site
-        if len(self.site.racks) > catalog.ADDR_TAP_MAX - catalog.ADDR_TAP_MIN + 1:
-            raise RigError(f"{len(self.site.racks)} taps do not fit the bus's addresses")
+        n_taps = len(self.site.racks) + len(self.layout.monitors or {})
+        if n_taps > catalog.ADDR_TAP_MAX - catalog.ADDR_TAP_MIN + 1:
+            raise RigError(f"{n_taps} taps do not fit the bus's addresses")
         self.workdir = Path(workdir).resolve()
         self.baud = baud
         self.epoch = epoch
@@ -184,8 +219,9 @@ class VirtualRig:
         params = self.board.firmware_parameters()
         relay = RelaySpec(params["operate_us"], params["release_us"], params["bounce_us"])
         self.plant = RigPlant(self.site, hz=self.layout.hz, phases_deg=self.layout.phases_deg, relay=relay,
-                              realtime=realtime, wiring=self.layout.wiring)
+                              realtime=realtime, wiring=self.layout.wiring, monitors=self.layout.monitors)
         self.taps: list[RigTap] = []
+        self.monitors: list[RigTap] = []  # the monitor taps' records
         self.buses: VirtualBuses | None = None
         self.exit_codes: dict[str, int] = {}
         self._servers: dict[str, PlantServer] = {}
@@ -211,6 +247,8 @@ class VirtualRig:
             self.buses = VirtualBuses(("A", "B"), self.baud).start()
             for index, rack in enumerate(self.site.racks):
                 self._start_tap(index, rack.id, rack.tap_id, tree)
+            for index, (tap_id, source_id) in enumerate((self.layout.monitors or {}).items(), len(self.site.racks)):
+                self._start_monitor(index, tap_id, source_id, tree)
             self._wait_ready()
             self._write_rig_file()
         except firmware_build.BuildError as exc:  # mpy-cross or micropython missing or refusing
@@ -265,10 +303,23 @@ class VirtualRig:
             raise RigError(f"unknown bus {name!r} (buses: A, B)") from None
 
     def tap(self, tap_id: str) -> RigTap:
+        """A rack tap by its id or its rack's, or a monitor tap by its id."""
         for record in self.taps:
             if record.id == tap_id or record.rack == tap_id:
                 return record
-        raise RigError(f"unknown tap {tap_id!r} (taps: {', '.join(t.id for t in self.taps)})")
+        for record in self.monitors:
+            if record.id == tap_id:
+                return record
+        known = ", ".join(t.id for t in [*self.taps, *self.monitors])
+        raise RigError(f"unknown tap {tap_id!r} (taps: {known})")
+
+    def monitor_of(self, source_id: str) -> RigTap:
+        """The (first) monitor tap fitted to a source."""
+        for record in self.monitors:
+            if record.monitors == source_id:
+                return record
+        fitted = ", ".join(f"{t.id} on {t.monitors}" for t in self.monitors) or "none"
+        raise RigError(f"no monitor tap is fitted to source {source_id!r} (monitors: {fitted})")
 
     @property
     def pids(self) -> dict[str, int]:
@@ -283,7 +334,9 @@ class VirtualRig:
 
     def inject(self, kind: str, target: str, **params: Any) -> None:
         """Inject a fault now (each tap sees a plant fault at its next step). kind: lose,
-        restore, sag (fraction), distort (thd_pct), overload (kw) on a source; load (kw or
+        restore, sag (fraction), distort (thd_pct), overload (kw) on a source; heat (celsius),
+        vibration (rms_mg, impulsive), ripple (fraction of the DC bus) on a source a monitor tap
+        is fitted to, each without its value back to the source's baseline; load (kw or
         fraction of the rating) on a rack or its tap; cut (on), ber (rate), drop (rate),
         babble (on) on bus A or B. duration_s: simulated seconds, for the plant faults."""
         if kind not in FAULTS:
@@ -304,6 +357,7 @@ class VirtualRig:
         actions: dict[str, Callable[..., None]] = {
             "lose": self.plant.lose, "restore": self.plant.restore, "sag": self.plant.sag,
             "distort": self.plant.distort, "overload": self.plant.overload, "load": self.plant.load_step,
+            "heat": self.plant.heat, "vibration": self.plant.vibrate, "ripple": self.plant.ripple,
         }
         actions[kind](target, **params)
 
@@ -325,7 +379,7 @@ class VirtualRig:
         """The plant's sources and taps, the buses and which tap processes still run."""
         snapshot = self.plant.snapshot()
         dead = self.dead_taps()
-        for tap_id, tap_state in snapshot["taps"].items():
+        for tap_id, tap_state in [*snapshot["taps"].items(), *snapshot["monitors"].items()]:
             tap_state["running"] = tap_id not in dead
         snapshot["buses"] = self.bus_paths if self.buses is not None else {}
         return snapshot
@@ -367,14 +421,8 @@ class VirtualRig:
         raise RigError(f"a rig is already running in {self.workdir}")
 
     def _start_tap(self, index: int, rack_id: str, tap_id: str, tree: Path) -> None:
-        assert self.buses is not None
-        home = self.workdir / "taps" / _safe_name(index, tap_id)
-        flash = home / "flash"
-        flash.mkdir(parents=True, exist_ok=True)
-        for old in flash.iterdir():  # a new rig is a new fleet: fresh keys, no counters of a previous run
-            if old.is_file():
-                old.unlink()
         tap = self.site.tap_of(rack_id)
+        home, flash = self._home(index, tap_id)
         record = RigTap(
             id=tap_id, rack=rack_id,
             address=(self.layout.addresses or {}).get(tap_id, catalog.ADDR_TAP_MIN + index),
@@ -382,15 +430,57 @@ class VirtualRig:
             key=secrets.token_bytes(catalog.KEY_LEN).hex(), epoch=self.epoch,
             inputs=self.site.reachable(rack_id), flash=str(flash), log=str(home / "tap.log"),
         )
-        flashed = (self.layout.flashed or {}).get(tap_id)
+        record = self._write_flash(record, flash)
+        self._launch(record, home, self.board.firmware_parameters() | {"n_inputs": tap.n_inputs},
+                     PlantServer(self.plant.plants[tap_id]), tree)
+        self.taps.append(record)
+
+    def _start_monitor(self, index: int, tap_id: str, source_id: str, tree: Path) -> None:
+        """A monitor tap: the sim board in the monitor role, fitted to source_id. Without an
+        address from the layout it takes the lowest one no other tap of the rig has."""
+        home, flash = self._home(index, tap_id)
+        address = (self.layout.addresses or {}).get(tap_id)
+        if address is None:
+            taken = {t.address for t in [*self.taps, *self.monitors]} | set((self.layout.addresses or {}).values())
+            address = next(a for a in range(catalog.ADDR_TAP_MIN, catalog.ADDR_TAP_MAX + 1) if a not in taken)
+        record = RigTap(
+            id=tap_id, rack="", address=address,
+            unique_id=(self.layout.unique_ids or {}).get(tap_id, _unique_id(self.site.name, tap_id)).hex(),
+            key=secrets.token_bytes(catalog.KEY_LEN).hex(), epoch=self.epoch,
+            inputs=(source_id,), flash=str(flash), log=str(home / "tap.log"), monitors=source_id,
+        )
+        record = self._write_flash(record, flash)
+        self._launch(record, home, self.board.firmware_parameters() | MONITOR_BOARD,
+                     PlantServer(self.plant.monitors[tap_id]), tree)
+        self.monitors.append(record)
+
+    def _home(self, index: int, tap_id: str) -> tuple[Path, Path]:
+        """The tap's directory and its flash directory, emptied: a new rig is a new fleet
+        (fresh keys, no counters of a previous run)."""
+        home = self.workdir / "taps" / _safe_name(index, tap_id)
+        flash = home / "flash"
+        flash.mkdir(parents=True, exist_ok=True)
+        for old in flash.iterdir():
+            if old.is_file():
+                old.unlink()
+        return home, flash
+
+    def _write_flash(self, record: RigTap, flash: Path) -> RigTap:
+        """The tap's config and key on its flash: the rig's, or those the host flashed."""
+        flashed = (self.layout.flashed or {}).get(record.id)
         if flashed is not None:
-            record = self._flashed_record(record, Path(flashed), flash)
-        else:
-            flash_records.write_record(flash, "config.json", {"address": record.address, "epoch": record.epoch})
-            flash_records.write_record(flash, "key.json", {"key": record.key})
+            return self._flashed_record(record, Path(flashed), flash)
+        flash_records.write_record(flash, "config.json", {"address": record.address, "epoch": record.epoch})
+        flash_records.write_record(flash, "key.json", {"key": record.key})
+        return record
+
+    def _launch(self, record: RigTap, home: Path, board: dict[str, Any], server: PlantServer, tree: Path) -> None:
+        """Start the tap's plant server and its MicroPython process."""
+        assert self.buses is not None
+        tap_id = record.id
+        flash = Path(record.flash)
         board_file = home / "board.json"
-        board_file.write_text(json.dumps(self.board.firmware_parameters() | {"n_inputs": tap.n_inputs}))
-        server = PlantServer(self.plant.plants[tap_id])
+        board_file.write_text(json.dumps(board))
         self._servers[tap_id] = server
         self._threads.append(server.start())
         log = open(record.log, "wb")  # noqa: SIM115  # closed by close(), after the process
@@ -408,7 +498,6 @@ class VirtualRig:
             env={"MICROPYPATH": os.path.relpath(tree, here)},
             start_new_session=True,  # a Ctrl-C at the terminal reaches the rig, which stops the taps itself
         )
-        self.taps.append(record)
 
     @staticmethod
     def _flashed_record(record: RigTap, source: Path, flash: Path) -> RigTap:
@@ -426,13 +515,13 @@ class VirtualRig:
         """Until every tap is on both buses and has run READY_SIM_S on its own clock."""
         assert self.buses is not None
         deadline = time.monotonic() + self.start_timeout_s
-        n = len(self.taps)
+        n = len(self.taps) + len(self.monitors)
         for name in ("A", "B"):
             while not self.buses[name].wait_for_taps(n, 0.2):
                 self._check_processes()
                 if time.monotonic() > deadline:
                     raise RigError(f"only {self.buses[name].tap_count} of {n} taps connected to bus {name}")
-        for tap_id, plant in self.plant.plants.items():
+        for tap_id, plant in [*self.plant.plants.items(), *self.plant.monitors.items()]:
             while plant.now_us < READY_SIM_S * 1e6:
                 self._check_processes()
                 if time.monotonic() > deadline:
@@ -450,6 +539,7 @@ class VirtualRig:
         data = {
             "site": self.site.name, "pid": os.getpid(), "baud": self.baud, "buses": self.bus_paths,
             "control": str(self.workdir / CONTROL_SOCKET), "taps": [asdict(t) for t in self.taps],
+            "monitors": [asdict(t) for t in self.monitors],
         }
         path = self.workdir / RIG_FILE
         path.write_text(json.dumps(data, indent=2) + "\n")

@@ -30,6 +30,19 @@ nominal * (1 - droop * load / capacity) for every tap that sees it, on top of wh
 tap's conducting feed drops I * Z of its path impedance. Racks are IT power supplies on
 one phase: their current follows the voltage they get, so the power they draw goes with
 its square and a dead source carries nothing.
+
+Monitor taps and source health
+------------------------------
+A tap in the monitor role is fitted to one source instead of a rack: a `MonitorPlant`
+whose one input is the source as the rack taps see it (droop, sags, loss, distortion;
+no feed drop, it carries nothing), whose board temperature is the source's, and whose
+two extra channels are an accelerometer (`Vibration`) and the source's DC bus (`DcBus`).
+Each source holds a `HealthModel`, its healthy readings by kind (host/site/health.py's
+no-load baselines: nothing described twice); `heat`, `vibration` and `ripple` effects
+override them, with durations and `restore` as for the electrical effects, timed on each
+monitor's own clock. A source kind without the sensor (a battery does not vibrate, a
+generator has no DC bus) gives the monitor's channel nothing but ADC noise, as the real
+one would: the firmware then reports no DC bus, and a vibration at the noise floor.
 """
 
 from __future__ import annotations
@@ -44,7 +57,8 @@ from typing import Any
 
 import numpy as np
 
-from host.plant import Load, Plant, RelaySpec
+from host.plant import DcBus, Load, Plant, RelaySpec, Vibration
+from host.site.health import BASELINES, RIPPLE, TEMPERATURE, VIBRATION
 from host.site.model import Feed, Rack, Site, Source, SourceKind, Tap
 
 DEFAULT_HZ = 50.0
@@ -57,7 +71,22 @@ POWER_FACTOR_LAG_DEG = 15.0  # the rack's supplies: the Load default
 _DISTORTION_SHARES = {3: 0.6, 5: 0.8}
 
 SOURCE_EFFECTS = ("lost", "sag", "distortion", "overload")
+HEALTH_EFFECTS = ("heat", "vibration", "ripple")  # seen by the source's monitor taps only
 RACK_EFFECTS = ("load",)
+
+# The monitor board's sensor scales (the firmware's mg_per_count and dc_volts_per_count
+# are derived from these, so plant and firmware agree).
+MONITOR_MG_PER_COUNT = 2.0  # the accelerometer: +-16 g over the ADC's range
+MONITOR_DC_FULL_SCALE_V = 600.0  # the DC bus divider
+MONITOR_DC_VOLTS = 400.0  # a UPS's DC link or a battery string, when the kind has one
+# A vibration's RMS as a running tone and broadband noise in these shares (0.6^2 + 0.8^2 = 1):
+# a kurtosis near 2.8, a crest factor near 3, as a healthy machine shows.
+_TONE_SHARE, _NOISE_SHARE = 0.6, 0.8
+# "impulsive": a worn bearing's impacts, each peaking at this many times the RMS, ringing down;
+# kurtosis and crest factor rise well before the RMS does.
+IMPACT_PEAK_RATIO = 5.0
+MAX_VIBRATION_MG = 2000.0  # RMS: tone, noise and impacts stay inside the accelerometer's range
+MAX_RIPPLE_FRACTION = 0.25  # of the DC bus: its peaks stay inside the divider's range
 
 
 class RigPlantError(ValueError):
@@ -67,13 +96,42 @@ class RigPlantError(ValueError):
 @dataclass(frozen=True)
 class Effect:
     """An injected condition. `value`: sag -> remaining fraction, distortion -> THD
-    fraction, overload -> extra kW, load -> the rack's kW. `duration_s`: simulated seconds
-    from when each tap first sees it; None until cleared."""
+    fraction, overload -> extra kW, load -> the rack's kW, heat -> degrees C, vibration ->
+    RMS mg (`impulsive`: with a worn bearing's impacts), ripple -> RMS fraction of the DC
+    bus. `duration_s`: simulated seconds from when each tap first sees it; None until cleared."""
 
     serial: int
     kind: str
     value: float
     duration_s: float | None = None
+    impulsive: bool = False
+
+
+@dataclass
+class HealthModel:
+    """What a source's monitor tap measures while nothing is injected: its temperature, the
+    RMS of its vibration (0: the kind has no moving parts; the accelerometer reads noise)
+    and the ripple on its DC bus (dc_volts 0: the kind has none)."""
+
+    temperature_c: float = 30.0
+    vibration_rms_mg: float = 0.0
+    ripple_fraction: float = 0.0
+    dc_volts: float = 0.0
+
+    @classmethod
+    def of_kind(cls, kind: SourceKind) -> HealthModel:
+        """The kind's no-load baseline of the site simulator's health model, so the rig's
+        sources read as the simulated ones do."""
+        table = BASELINES[kind]
+        vibration = table[VIBRATION][0]
+        ripple_pct = table[RIPPLE][0]
+        has_dc_bus = not math.isnan(ripple_pct)
+        return cls(
+            temperature_c=table[TEMPERATURE][0],
+            vibration_rms_mg=0.0 if math.isnan(vibration) else vibration,
+            ripple_fraction=ripple_pct / 100.0 if has_dc_bus else 0.0,
+            dc_volts=MONITOR_DC_VOLTS if has_dc_bus else 0.0,
+        )
 
 
 @dataclass
@@ -89,6 +147,7 @@ class RigSource:
     droop: float = DEFAULT_DROOP
     effects: dict[str, Effect] = field(default_factory=dict)
     load_kw: float = 0.0  # the sum of the taps' last published draws
+    health: HealthModel = field(default_factory=HealthModel)  # what its monitor taps read, unless injected
 
     def droop_scale(self, extra_kw: float) -> float:
         """What is left of the nominal voltage under the published load plus `extra_kw`."""
@@ -132,35 +191,18 @@ def rack_current_a(kw: float, v_rms: float) -> float:
     return kw * 1000.0 / (v_rms * math.cos(math.radians(POWER_FACTOR_LAG_DEG)))
 
 
-class TapPlant(Plant):
-    """One tap's plant in the rig. Before each block it takes the shared state as of this
-    tap's clock; after it, it publishes its draw; with `realtime` it keeps its simulated
-    clock from running ahead of the wall clock."""
+class _SharedClockPlant(Plant):
+    """A plant of the rig (rack tap or monitor): its own simulated clock, effects stamped
+    with it on first sight, and with `realtime` no running ahead of the wall clock."""
 
-    def __init__(self, rig: RigPlant, tap_id: str, rack: RigRack, inputs: list[TapInput], relays: list[RelaySpec],
+    def __init__(self, rig: RigPlant, tap_id: str, sources: list[TapInput], load: Load, relays: list[RelaySpec],
                  *, seed: int, realtime: bool, **plant_options: Any) -> None:
         self.rig = rig
         self.tap_id = tap_id
-        self.rack = rack
-        self.inputs = inputs
         self.realtime = realtime
         self.started: dict[int, int] = {}  # effect serial -> this tap's time (us) when it first saw it
-        self.drawing: tuple[str, float] | None = None  # (source id, kW) as last published
         self._wall_start: float | None = None
-        self.rack_load = Load(lag_deg=POWER_FACTOR_LAG_DEG)  # its i_rms follows the rack's kW, block by block
-        super().__init__(list(inputs), self.rack_load, relays, active=1, seed=seed, **plant_options)
-
-    def step(self, coils: int) -> tuple[int, int, np.ndarray]:
-        self.rig.refresh(self)
-        result = super().step(coils)
-        self.rig.publish(self)
-        if self.realtime:
-            self._pace()
-        return result
-
-    def conducting_input(self) -> int:
-        """The input (1-based) whose contacts carry the rack, 0 when none does."""
-        return next((k + 1 for k, relay in enumerate(self.relays) if relay.conducting), 0)
+        super().__init__(list(sources), load, relays, active=1, seed=seed, **plant_options)
 
     def in_force(self, effect: Effect | None, now_us: int) -> bool:
         """Whether an effect applies at this tap's time now_us: stamped on first sight."""
@@ -181,8 +223,63 @@ class TapPlant(Plant):
             self._wall_start = wall - self.now_us / 1e6  # far behind (a loaded machine): do not race to catch up
 
 
+class TapPlant(_SharedClockPlant):
+    """One tap's plant in the rig. Before each block it takes the shared state as of this
+    tap's clock; after it, it publishes its draw; with `realtime` it keeps its simulated
+    clock from running ahead of the wall clock."""
+
+    def __init__(self, rig: RigPlant, tap_id: str, rack: RigRack, inputs: list[TapInput], relays: list[RelaySpec],
+                 *, seed: int, realtime: bool, **plant_options: Any) -> None:
+        self.rack = rack
+        self.inputs = inputs
+        self.drawing: tuple[str, float] | None = None  # (source id, kW) as last published
+        self.rack_load = Load(lag_deg=POWER_FACTOR_LAG_DEG)  # its i_rms follows the rack's kW, block by block
+        super().__init__(rig, tap_id, inputs, self.rack_load, relays, seed=seed, realtime=realtime, **plant_options)
+
+    def step(self, coils: int) -> tuple[int, int, np.ndarray]:
+        self.rig.refresh(self)
+        result = super().step(coils)
+        self.rig.publish(self)
+        if self.realtime:
+            self._pace()
+        return result
+
+    def conducting_input(self) -> int:
+        """The input (1-based) whose contacts carry the rack, 0 when none does."""
+        return next((k + 1 for k, relay in enumerate(self.relays) if relay.conducting), 0)
+
+
+class MonitorPlant(_SharedClockPlant):
+    """A monitor-role tap's plant: one input, the source it is fitted to (it carries no
+    load), its board's temperature the source's, and after the current two extra
+    channels, the source's vibration and its DC bus, refreshed from the source's health
+    before each block."""
+
+    def __init__(self, rig: RigPlant, tap_id: str, source: RigSource, relay: RelaySpec,
+                 *, seed: int, realtime: bool, **plant_options: Any) -> None:
+        self.input = TapInput(source, 0.0)
+        self.vibration_rms_mg = source.health.vibration_rms_mg  # as of its latest block (tone and noise)
+        self.impulsive = False
+        self.vibration = Vibration(mg_per_count=MONITOR_MG_PER_COUNT)
+        self.dc_bus = DcBus(volts_full_scale=MONITOR_DC_FULL_SCALE_V, ripple_hz=2 * source.hz)
+        super().__init__(rig, tap_id, [self.input], Load(i_rms=0.0), [relay], seed=seed, realtime=realtime,
+                         aux=[self.vibration, self.dc_bus], **plant_options)
+
+    @property
+    def source(self) -> RigSource:
+        return self.input.source
+
+    def step(self, coils: int) -> tuple[int, int, np.ndarray]:
+        self.rig.refresh_monitor(self)
+        result = super().step(coils)
+        if self.realtime:
+            self._pace()
+        return result
+
+
 class RigPlant:
-    """Sources shared by the taps of a site, and one `TapPlant` per rack tap."""
+    """Sources shared by the taps of a site, one `TapPlant` per rack tap, and one
+    `MonitorPlant` per monitor tap (`monitors`: tap id -> the source it is fitted to)."""
 
     def __init__(
         self,
@@ -197,6 +294,7 @@ class RigPlant:
         realtime: bool = True,
         seed: int = 1,
         wiring: Mapping[str, tuple[str, ...]] | None = None,
+        monitors: Mapping[str, str] | None = None,
     ) -> None:
         if not 0.0 <= droop < 1.0:
             raise RigPlantError(f"droop must be within 0..1 (got {droop})")
@@ -210,6 +308,8 @@ class RigPlant:
                             thd_pct, droop)
             for i, s in enumerate(site.sources)
         }
+        for s in site.sources:
+            self.sources[s.id].health = HealthModel.of_kind(s.kind)
         self.racks = {r.id: RigRack(r.id, r.rated_kw, r.rated_kw * utilisation) for r in site.racks}
         self.plants: dict[str, TapPlant] = {}
         spec = relay or RelaySpec()
@@ -224,6 +324,15 @@ class RigPlant:
                                                 seed=seed + index, realtime=realtime)
         if miswired:
             raise RigPlantError(f"wiring names taps the site does not have: {', '.join(sorted(miswired))}")
+        self.monitors: dict[str, MonitorPlant] = {}
+        for index, (tap_id, source_id) in enumerate((monitors or {}).items(), start=len(site.racks)):
+            if tap_id in self.plants:
+                raise RigPlantError(f"monitor tap {tap_id}: the site's rack tap has that id")
+            if source_id not in self.sources:
+                raise RigPlantError(f"monitor tap {tap_id}: unknown source {source_id!r} "
+                                    f"(sources: {', '.join(self.sources)})")
+            self.monitors[tap_id] = MonitorPlant(self, tap_id, self.sources[source_id], spec, seed=seed + index,
+                                                 realtime=realtime)
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -283,12 +392,64 @@ class RigPlant:
             _check_range("kw", value, 0.0, math.inf)
             rack.effect = Effect(next(self._serials), "load", value, duration_s)
 
-    def _set(self, source_id: str, kind: str, value: float, duration_s: float | None) -> None:
+    # -- health injections: seen by the source's monitor taps at their next step -------------
+
+    def heat(self, source_id: str, celsius: float | None = None, duration_s: float | None = None) -> None:
+        """The source runs at `celsius` (a failing fan, a clogged filter); without it, back to its baseline."""
+        if celsius is None:
+            self._clear(source_id, "heat")
+            return
+        _check_range("celsius", celsius, -40.0, 150.0)
+        self._set(source_id, "heat", float(celsius), duration_s)
+
+    def vibrate(self, source_id: str, rms_mg: float | None = None, impulsive: bool = False,
+                duration_s: float | None = None) -> None:
+        """The source's vibration: `rms_mg` of running tone and noise (its baseline's when None);
+        `impulsive` adds a worn bearing's impacts. With neither, back to its baseline."""
+        if rms_mg is None and not impulsive:
+            self._clear(source_id, "vibration")
+            return
+        if not isinstance(impulsive, bool):
+            raise RigPlantError(f"impulsive must be true or false (got {impulsive!r})")
+        if rms_mg is not None:
+            _check_range("rms_mg", rms_mg, 0.0, MAX_VIBRATION_MG)
+        rms = self.source(source_id).health.vibration_rms_mg if rms_mg is None else float(rms_mg)
+        self._set(source_id, "vibration", rms, duration_s, impulsive=impulsive)
+
+    def ripple(self, source_id: str, fraction: float | None = None, duration_s: float | None = None) -> None:
+        """The ripple on the source's DC bus, RMS as a fraction of its voltage (ageing capacitors);
+        without it, back to its baseline."""
+        if fraction is None:
+            self._clear(source_id, "ripple")
+            return
+        if self.source(source_id).health.dc_volts <= 0:
+            raise RigPlantError(f"source {source_id!r} has no DC bus for a ripple (a {self._kind(source_id)})")
+        _check_range("fraction", fraction, 0.0, MAX_RIPPLE_FRACTION)
+        self._set(source_id, "ripple", float(fraction), duration_s)
+
+    def _kind(self, source_id: str) -> str:
+        return str(self.site.source(source_id).kind)
+
+    def _monitored(self, source_id: str) -> RigSource:
+        """The source, if a monitor tap is fitted to it: a health effect on any other would show nowhere."""
         source = self.source(source_id)
+        if not any(m.source is source for m in self.monitors.values()):
+            fitted = ", ".join(f"{t} on {m.source.id}" for t, m in self.monitors.items()) or "none"
+            raise RigPlantError(f"no monitor tap is fitted to source {source_id!r} (monitors: {fitted})")
+        return source
+
+    def _clear(self, source_id: str, kind: str) -> None:
+        source = self._monitored(source_id) if kind in HEALTH_EFFECTS else self.source(source_id)
+        with self._lock:
+            source.effects.pop(kind, None)
+
+    def _set(self, source_id: str, kind: str, value: float, duration_s: float | None, *,
+             impulsive: bool = False) -> None:
+        source = self._monitored(source_id) if kind in HEALTH_EFFECTS else self.source(source_id)
         if duration_s is not None:
             _check_range("duration_s", duration_s, 0.0, math.inf)
         with self._lock:
-            source.effects[kind] = Effect(next(self._serials), kind, value, duration_s)
+            source.effects[kind] = Effect(next(self._serials), kind, value, duration_s, impulsive)
 
     # -- what the tap plants call -----------------------------------------------------------
 
@@ -306,7 +467,26 @@ class RigPlant:
                     tap_input.level = max(0.0, tap_input.level * (1.0 - drop))
         plant.rack_load.i_rms = rack_current_a(kw, plant.inputs[0].v_rms)
 
-    def _see(self, plant: TapPlant, tap_input: TapInput, now_us: int) -> None:
+    def refresh_monitor(self, plant: MonitorPlant) -> None:
+        """Set the monitor's input, temperature, vibration and DC bus for its next block, on its own clock."""
+        now_us = plant.now_us
+        with self._lock:
+            self._see(plant, plant.input, now_us)
+            source = plant.source
+            health = source.health
+            heat, vibration, ripple = (
+                e if plant.in_force(e := source.effects.get(kind), now_us) else None for kind in HEALTH_EFFECTS
+            )
+            plant.temperature_c = heat.value if heat else health.temperature_c
+            plant.vibration_rms_mg = vibration.value if vibration else health.vibration_rms_mg
+            plant.impulsive = vibration.impulsive if vibration else False
+            plant.dc_bus.volts = health.dc_volts
+            plant.dc_bus.ripple_rms_fraction = ripple.value if ripple else health.ripple_fraction
+        plant.vibration.tone_mg = _TONE_SHARE * plant.vibration_rms_mg
+        plant.vibration.noise_mg = _NOISE_SHARE * plant.vibration_rms_mg
+        plant.vibration.impact_mg = IMPACT_PEAK_RATIO * plant.vibration_rms_mg if plant.impulsive else 0.0
+
+    def _see(self, plant: _SharedClockPlant, tap_input: TapInput, now_us: int) -> None:
         source = tap_input.source
         effects = {kind: e for kind, e in source.effects.items() if plant.in_force(e, now_us)}
         if "lost" in effects:
@@ -351,7 +531,7 @@ class RigPlant:
                 s.id: {
                     "capacity_kw": s.capacity_kw, "load_kw": round(max(0.0, s.load_kw), 3),
                     "voltage_v": round(s.v_rms * _level_as_set(s), 2), "phase_deg": s.phase_deg, "hz": s.hz,
-                    "effects": {e.kind: {"value": e.value, "duration_s": e.duration_s} for e in s.effects.values()},
+                    "effects": {e.kind: _effect_data(e) for e in s.effects.values()},
                 }
                 for s in self.sources.values()
             }
@@ -364,7 +544,21 @@ class RigPlant:
                 }
                 for tap_id, p in self.plants.items()
             }
-        return {"sources": sources, "taps": taps}
+            monitors = {
+                tap_id: {"source": m.source.id, "temperature_c": m.temperature_c,
+                         "vibration_rms_mg": m.vibration_rms_mg, "impulsive": m.impulsive,
+                         "ripple_fraction": m.dc_bus.ripple_rms_fraction if m.dc_bus.volts > 0 else None,
+                         "sim_time_s": m.now_us / 1e6}
+                for tap_id, m in self.monitors.items()
+            }
+        return {"sources": sources, "taps": taps, "monitors": monitors}
+
+
+def _effect_data(effect: Effect) -> dict[str, Any]:
+    data: dict[str, Any] = {"value": effect.value, "duration_s": effect.duration_s}
+    if effect.impulsive:
+        data["impulsive"] = True
+    return data
 
 
 def _level_as_set(source: RigSource) -> float:

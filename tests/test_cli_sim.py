@@ -104,6 +104,11 @@ def test_ibt_sim_runs_takes_faults_and_stops_on_sigint(tmp_path: Path, mpy_tree:
                                  capture_output=True, text=True, timeout=PATIENCE_S)
         assert refused.returncode == 1
         assert refused.stderr.splitlines() == ["ibt: unknown source 'ups-9' (sources: ups-1, ups-2)"]
+        unmonitored = subprocess.run(  # health faults need a monitor tap, which --taps/--sources rigs have not
+            _ibt("sim", "inject", "--workdir", str(workdir), "vibration", "ups-1", "--rms", "200", "--impulsive"),
+            cwd=ROOT, capture_output=True, text=True, timeout=PATIENCE_S)
+        assert unmonitored.returncode == 1
+        assert unmonitored.stderr.splitlines() == ["ibt: no monitor tap is fitted to source 'ups-1' (monitors: none)"]
         status = subprocess.run(_ibt("sim", "status", "--workdir", str(workdir), "--json"), cwd=ROOT,
                                 capture_output=True, text=True, timeout=PATIENCE_S)
         assert json.loads(status.stdout)["sources"]["ups-1"]["effects"] == {"lost": {"value": 0.0,
