@@ -62,7 +62,7 @@ _CLOCK_PWR_HR = const(0x0002)  # PWR (1:0) = 10: high resolution, fCLKIN = 8.192
 _OSR_CODES = {128: 0, 256: 1, 512: 2, 1024: 3, 2048: 4, 4096: 5, 8192: 6, 16256: 7}  # CLOCK.OSR, bits 4:2
 _WORD_BYTES = const(3)  # 24-bit words
 _FRAME_WORDS = const(8)  # status, six channels, CRC
-_STATUS_WLENGTH_24 = const(0x0100)  # STATUS bits 9:8 echo MODE.WLENGTH: a frame read in step shows 01
+_STATUS_24BIT_WORDS = const(0x0100)  # STATUS bits 9:8 echo MODE.WLENGTH: a frame read in step shows 01
 
 # -- RP2040 (datasheet: 2.5 DMA, 3.7 PIO registers, 2.5.3.1 DREQ numbers) --------------------------
 _DMA_BASE = const(0x50000000)
@@ -379,7 +379,7 @@ class Rp2040Hal:
         self._last_us = now
         first = self._next * self._slot_words
         raw = self.raw
-        if (raw[first] >> 16) & 0x0300 != _STATUS_WLENGTH_24:
+        if (raw[first] >> 16) & 0x0300 != _STATUS_24BIT_WORDS:
             self.bad_frames += 1  # words lost or shifted: the frame is not where a frame should be
         block = self.block
         for i in range(len(self.volts)):
