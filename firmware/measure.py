@@ -6,6 +6,11 @@
 # Samples are ADC counts in array('h') blocks, one per channel, at `fs` per channel,
 # at most 14 bits after the offset (|s| <= 8192). Results are in protocol units.
 #
+# Calibration (SPEC.md, SET_CALIBRATION) is in the scales and RMS offsets the owner
+# sets between blocks: each channel's (m, k) and `rms_offset` (counts added to the
+# window's RMS, |rms_offset| <= 64), and per input the power scale (pm, pk) of that
+# input's voltage times the output current. Applied once per window, not per sample.
+#
 # Windows: each input is measured over WINDOW_CYCLES whole cycles between rising zero
 # crossings of its own voltage (IEC 61000-4-30 uses 10 cycles at 50 Hz); tiling whole
 # cycles keeps the RMS error of a window that is not an exact number of periods below
@@ -47,10 +52,13 @@ def scale_for(units_per_count):
 
 
 class _Input:
-    def __init__(self, offset, m, k):
+    def __init__(self, offset, m, k, pm, pk):
         self.offset = offset
         self.m = m
         self.k = k
+        self.rms_offset = 0  # calibration: counts added to the RMS of each window
+        self.pm = pm  # watts per count**2 of this input's voltage times the current, as pm * 2**-pk
+        self.pk = pk
         self.dc = 0  # DC of the last window, removed before crossing detection
         # running window
         self.n = 0
@@ -84,12 +92,13 @@ class Meter:
         self.fs = fs
         self.nominal_hz = nominal_hz
         self.hysteresis = hysteresis
-        self.inputs = [_Input(o, m, k) for (o, m, k) in inputs]
+        self.inputs = [_Input(o, m, k, power_m, power_k) for (o, m, k) in inputs]
         self.max_cycle = fs // 40  # no crossing for longer than a 40 Hz period: no cycle
         self._freq_k = fs * 100 * _Q * _PERIODS
         self.active = 0  # 1-based active input, 0 when the output is open
         # output window
         self.out_offset, self.out_m, self.out_k = output
+        self.out_rms_offset = 0  # calibration: counts added to the RMS of each output window
         self.power_m = power_m
         self.power_k = power_k
         self._out_len = WINDOW_CYCLES * fs // nominal_hz
@@ -231,6 +240,8 @@ class Meter:
             return
         rms = ch.rms
         window_rms(ch.sum, ch.sq_high, ch.sq_low, n, rms)
+        if ch.rms_offset:
+            offset_rms(rms, ch.rms_offset)
         ch.dc = rms.mean
         ch.voltage_mV = (rms.q * ch.m) >> (ch.k + rms.frac)
         if ch.valid_periods == _PERIODS:
@@ -294,6 +305,8 @@ class Meter:
     def _close_output(self, n, sum_i, sum_v, sq_high, sq_low, vi_high, vi_low):
         rms = self._out_rms
         window_rms(sum_i, sq_high, sq_low, n, rms)
+        if self.out_rms_offset:
+            offset_rms(rms, self.out_rms_offset)
         self.current_mA = (rms.q * self.out_m) >> (self.out_k + rms.frac)
         power = 0
         apparent = 0
@@ -301,8 +314,8 @@ class Meter:
             ch = self.inputs[self.active - 1]
             # mean(v*i) - mean(v)*mean(i): the power of the AC parts, offsets removed
             mean_vi = _signed_mean(vi_high, vi_low, n) - (sum_v // n) * rms.mean
-            power = mul_shift(mean_vi, self.power_m, self.power_k)
-            apparent = mul_shift(rms.q * ch.rms.q, self.power_m, self.power_k + rms.frac + ch.rms.frac)
+            power = mul_shift(mean_vi, ch.pm, ch.pk)
+            apparent = mul_shift(rms.q * ch.rms.q, ch.pm, ch.pk + rms.frac + ch.rms.frac)
             if ch.frequency_cHz:
                 # the next window: the whole number of samples closest to WINDOW_CYCLES cycles
                 self._out_len = (WINDOW_CYCLES * 100 * self.fs + ch.frequency_cHz // 2) // ch.frequency_cHz
@@ -366,6 +379,18 @@ def window_rms(total, sq_high, sq_low, n, out):
     out.q = isqrt(variance)
     out.frac = frac
     out.mean = mean
+
+
+def offset_rms(rms, offset):
+    """Add `offset` counts (|offset| <= 64) to the RMS in rms (an Rms), not below 0,
+    keeping rms.q below 2**14 as window_rms leaves it: with frac f the RMS is below
+    2**(14-f) counts, so the sum stays below 2**14 + 2**(6+f) <= 3 * 2**13, and one step
+    of frac less brings it back (at f = 0 the RMS is at most 8192 and needs none)."""
+    q = rms.q + (offset << rms.frac)
+    if q >= 0x4000:
+        q >>= 1
+        rms.frac -= 1
+    rms.q = q if q > 0 else 0
 
 
 def _signed_mean(high, low, n):

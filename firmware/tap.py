@@ -28,7 +28,8 @@ FIRMWARE_VERSION = (0, 1, 0)
 _LIMIT_FIELDS = ("curve", "pickup_mA", "tms_milli", "instantaneous_mA", "undervoltage_mV", "overvoltage_mV",
                  "frequency_low_cHz", "frequency_high_cHz", "thd_max_dpct")
 _CRC_FIELDS = ("address", "curve", "pickup_mA", "tms_milli", "instantaneous_mA", "undervoltage_mV", "overvoltage_mV",
-               "frequency_low_cHz", "frequency_high_cHz", "thd_max_dpct", "rankings")  # SPEC.md, config_crc
+               "frequency_low_cHz", "frequency_high_cHz", "thd_max_dpct", "rankings",
+               "calibration")  # SPEC.md, config_crc
 # the guard's refusals that come after the tag checked out (SPEC.md "Authentication", steps 5
 # and 6, and RAISE_EPOCH's payload); those before it (AUTH_REQUIRED, BAD_LENGTH without a
 # trailer, BUSY, BAD_TAG) answer a request the tap cannot attribute to the key's holder
@@ -37,9 +38,84 @@ _BAD_TAGS_BEFORE_PAUSE = 8  # SPEC.md: then tag checks stop for a second
 _PAUSE_US = 1000000
 
 
+class _Message:
+    """A catalogue entry with its layouts compiled, as protocol.layout.Message, for _messages()."""
+
+    def __init__(self, entry, compiled):
+        self.type = entry[0]
+        self.name = entry[1]
+        self.authenticated = entry[2]
+        self.addressing = entry[3]
+        self.request = _compiled(entry[4], compiled)
+        self.response = _compiled(entry[5], compiled)
+
+
+def _compiled(fields, compiled):
+    if fields is None:
+        return None
+    found = compiled.get(fields)
+    if found is None:
+        found = layout.Compiled(fields)
+        compiled[fields] = found
+    return found
+
+
+def _messages():
+    """{type: message} of every request the tap takes (as protocol.layout.load(), without
+    ACK and NAK, which only answer and are built by reply.py: a request of their type is
+    UNKNOWN_TYPE all the same), each distinct layout compiled once (the reads' empty request,
+    CAPTURE's description): an RP2040 leaves MicroPython little RAM."""
+    compiled = {}  # type: dict[tuple, layout.Compiled]
+    out = {}
+    for entry in catalog.MESSAGES:
+        if entry[3]:
+            out[entry[0]] = _Message(entry, compiled)
+    return out
+
+
 def _bit(k):
     """The relay bits (bit k-1 for input k) of one input, 0 for none."""
     return 1 << (k - 1) if k else 0
+
+
+def _calibration_problem(n, kind, index, gain_ppm, offset_counts):
+    """The 1-based position of the first field of SET_CALIBRATION out of range, or 0."""
+    if kind != catalog.CHANNEL_INPUT_VOLTAGE and kind != catalog.CHANNEL_OUTPUT_CURRENT:
+        return 1
+    if (kind == catalog.CHANNEL_INPUT_VOLTAGE and not 1 <= index <= n) or (
+            kind == catalog.CHANNEL_OUTPUT_CURRENT and index != 0):
+        return 2
+    if not catalog.CAL_GAIN_MIN_PPM <= gain_ppm <= catalog.CAL_GAIN_MAX_PPM:
+        return 3
+    if not -catalog.CAL_OFFSET_MAX_COUNTS <= offset_counts <= catalog.CAL_OFFSET_MAX_COUNTS:
+        return 4
+    return 0
+
+
+def _calibration_usable(n, calibration):
+    """A persisted calibration fits this board: n + 1 channels, each None or in range."""
+    if not isinstance(calibration, list) or len(calibration) != n + 1:
+        return False
+    for channel in range(n + 1):
+        entry = calibration[channel]
+        if entry is None:
+            continue
+        if not isinstance(entry, list) or len(entry) != 2:
+            return False
+        gain, offset = entry
+        if not isinstance(gain, int) or not isinstance(offset, int):
+            return False
+        kind = catalog.CHANNEL_INPUT_VOLTAGE if channel < n else catalog.CHANNEL_OUTPUT_CURRENT
+        if _calibration_problem(n, kind, channel + 1 if channel < n else 0, gain, offset):
+            return False
+    return True
+
+
+def _calibrated(units_per_count, gain_ppm):
+    """A nominal scale times a gain in ppm (exactly the nominal scale at the nominal gain)."""
+    if gain_ppm == catalog.CAL_GAIN_NOMINAL_PPM:
+        return units_per_count
+    return units_per_count * gain_ppm / 1e6
 
 
 def _ratings(board):
@@ -60,8 +136,10 @@ def _defaults(board):
     limits.instantaneous_mA = breaking
     rankings = [[0, 0, 0] for _ in range(board["n_inputs"])]
     rankings[0] = list(board["default_alternates"])  # until the host ranks: from input 1 as the board says
+    # calibration: per channel (inputs 1..n, then the output current) [gain_ppm, offset_counts]
+    # as SET_CALIBRATION set it, or None: the board's nominal scale
     out = {"address": catalog.ADDR_UNASSIGNED, "epoch": 0, "counter_reserved": 0, "preferred": 0,
-           "rankings": rankings}
+           "rankings": rankings, "calibration": [None] * (board["n_inputs"] + 1)}
     for name in _LIMIT_FIELDS:
         out[name] = getattr(limits, name)
     return out
@@ -72,55 +150,63 @@ class Tap:
         self.hal = hal
         self.board = board
         self.n = board["n_inputs"]
+        # the largest buffers first, while the heap is one block: later, the configuration's
+        # parsing and the compiled layouts leave it in pieces
+        self.decoders = [Decoder() for _ in hal.uarts]
+        self.rx = bytearray(64)
+        self.encoder = Encoder()
+        self._pending_buf = bytearray(catalog.MAX_ENCODED + 1)
+        self.capture = Capture(self.n + 1, board["capture_samples"], board["fs"], board["nominal_hz"])
+        # the nominal scales: _apply_calibration() sets the calibrated ones below
+        vm, vk = scale_for(board["mV_per_count"])
+        im, ik = scale_for(board["mA_per_count"])
+        pm, pk = scale_for(board["mV_per_count"] * board["mA_per_count"] / 1e6)
+        self.meter = Meter(board["fs"], board["nominal_hz"], [(0, vm, vk)] * self.n, (0, im, ik), pm, pk, 200)
+        overload = Overload()  # its tables grow a list: while the heap is still whole
+        self.health = None
+        if board["role"] == catalog.ROLE_SOURCE_MONITOR:
+            self.health = SourceHealth(board["health_window"], int(board["mg_per_count"] * 256),
+                                       int(board["dc_volts_per_count"] * 65536))
         self.events = ev.EventLog()
         defaults = _defaults(board)
         self.config = store.Record(flash_dir, "config.json", defaults)
         self.key = store.Record(flash_dir, "key.json", {"key": ""})
         self.alarms = 0
-        if self.config.status not in (store.OK, store.MISSING) or not self.key.data["key"]:
-            self.alarms |= catalog.ALARM_UNCALIBRATED  # running on defaults the host did not set
+        # limits the host did not set: the record was lost, or (below) kept from another
+        # board or an older firmware that this board cannot honour; until the next SET_LIMITS
+        self._limits_defaulted = self.config.status not in (store.OK, store.MISSING)
         if self._limits_problem(self.config.data):
-            # limits kept from another board or an older firmware that this board cannot honour
             for name in _LIMIT_FIELDS:
                 self.config.data[name] = defaults[name]
-            self.alarms |= catalog.ALARM_UNCALIBRATED
+            self._limits_defaulted = True
+        if not _calibration_usable(self.n, self.config.data["calibration"]):
+            self.config.data["calibration"] = defaults["calibration"]  # every channel nominal
+        self._update_uncalibrated()
         key = binascii.unhexlify(self.key.data["key"]) if self.key.data["key"] else bytes(catalog.KEY_LEN)
         self.hmac = Hmac(key)
-        self.messages = layout.load()
+        self.messages = _messages()
         cfg = self.config.data
         self.guard = guard_mod.Guard(self.messages, hal.unique_id(), cfg["address"], self.hmac, cfg["epoch"],
                                      cfg["counter_reserved"])
         fs = board["fs"]
-        vm, vk = scale_for(board["mV_per_count"])
-        im, ik = scale_for(board["mA_per_count"])
-        pm, pk = scale_for(board["mV_per_count"] * board["mA_per_count"] / 1e6)
-        self.meter = Meter(fs, board["nominal_hz"], [(0, vm, vk)] * self.n, (0, im, ik), pm, pk, 200)
         now = hal.ticks_us()
         self.relays = rm.RelayMatrix(hal, self.n, hal.ticks_diff, board["operate_us"], board["release_us"],
                                      board["bounce_us"], now)
         nominal_peak = int(230000 * 1.4142 / board["mV_per_count"])
         self.detectors = [LossDetector(fs, board["nominal_hz"], int(board["loss_fraction"] * nominal_peak), 4,
                                        fs // board["nominal_hz"]) for _ in range(self.n)]
-        self.protection = Protection(self.meter, self.relays, Overload(), self.detectors, self._settings(),
+        self.protection = Protection(self.meter, self.relays, overload, self.detectors, self._settings(),
                                      board["counts_per_amp_q8"], board["breaking_mA"], fs, hal.ticks_diff)
+        self._apply_calibration()
         for k in range(1, self.n + 1):
             if k <= len(cfg["rankings"]):
                 self.protection.set_alternates(k, cfg["rankings"][k - 1])
         self.protection.preferred = cfg["preferred"]
-        self.capture = Capture(self.n + 1, board["capture_samples"], fs, board["nominal_hz"])
-        self.health = None
-        if board["role"] == catalog.ROLE_SOURCE_MONITOR:
-            self.health = SourceHealth(board["health_window"], int(board["mg_per_count"] * 256),
-                                       int(board["dc_volts_per_count"] * 65536))
-        self.decoders = [Decoder() for _ in hal.uarts]
-        self.rx = bytearray(64)
-        self.encoder = Encoder()
         self._last_host = now
         self._host_alive = False
         self._bad_tags = 0
         self._paused_at = 0
         self._pending = None  # a discovery answer waiting for its slot: (bus, due_us, length)
-        self._pending_buf = bytearray(catalog.MAX_ENCODED + 1)
         self._seen_transfers = 0
         self._seen_trips = 0
         self._seen_state = self.protection.state
@@ -134,6 +220,48 @@ class Tap:
         self.uptime_ms = 0
         self.reset_requested = False
         self.events.log(0, catalog.EV_BOOT, self.relays.active, self.config.status)
+
+    def _update_uncalibrated(self):
+        """SPEC.md, alarms: UNCALIBRATED while a default the host did not set is in use."""
+        if self._limits_defaulted or not self.key.data["key"] or None in self.config.data["calibration"]:
+            self.alarms |= catalog.ALARM_UNCALIBRATED
+        else:
+            self.alarms &= ~catalog.ALARM_UNCALIBRATED
+
+    def _gain_offset(self, channel):
+        """(gain_ppm, offset_counts) of channel 0..n (inputs, then the current) in force."""
+        entry = self.config.data["calibration"][channel]
+        if entry is None:
+            return catalog.CAL_GAIN_NOMINAL_PPM, 0
+        return entry[0], entry[1]
+
+    def _apply_calibration(self):
+        """Every channel's calibration into the meter's scales and RMS offsets, the power
+        scales, and the overload element's current scale. At start-up and after
+        SET_CALIBRATION, between blocks: floats are fine here, the sample path stays integer."""
+        board = self.board
+        meter = self.meter
+        n = self.n
+        current_gain, current_offset = self._gain_offset(n)
+        mA_per_count = _calibrated(board["mA_per_count"], current_gain)
+        meter.out_m, meter.out_k = scale_for(mA_per_count)
+        meter.out_rms_offset = current_offset
+        for channel in range(n):
+            gain, offset = self._gain_offset(channel)
+            mV_per_count = _calibrated(board["mV_per_count"], gain)
+            ch = meter.inputs[channel]
+            ch.m, ch.k = scale_for(mV_per_count)
+            ch.rms_offset = offset
+            ch.pm, ch.pk = scale_for(mV_per_count * mA_per_count / 1e6)
+        # the overload and instantaneous elements count current in ADC counts: their scale
+        # takes the gain too (firmware/protection.py keeps it as set at construction)
+        counts_per_amp_q8 = board["counts_per_amp_q8"]
+        if current_gain != catalog.CAL_GAIN_NOMINAL_PPM:
+            counts_per_amp_q8 = int(counts_per_amp_q8 * 1e6 / current_gain + 0.5)
+        p = self.protection
+        p._counts_per_amp_q8 = counts_per_amp_q8
+        p._mA_per_count_q8 = 65536000 // counts_per_amp_q8
+        p._inst_counts = p._peak_counts(p.settings.instantaneous_mA)
 
     def _settings(self):
         s = Settings()
@@ -354,6 +482,10 @@ class Tap:
             return self._set_alternates(f), hmac
         if msg_type == catalog.T_SET_LIMITS:
             return self._set_limits(f), hmac
+        if msg_type == catalog.T_SET_CALIBRATION:
+            return self._set_calibration(f), hmac
+        if msg_type == catalog.T_READ_SETTINGS:
+            return self._read_settings(), hmac
         if msg_type == catalog.T_RAISE_EPOCH:
             self.config.data["epoch"] = self.guard.epoch
             self.config.save()
@@ -416,8 +548,8 @@ class Tap:
             "epoch": self.guard.epoch, "auth_counter": self.guard.counter, "config_crc": self._config_crc()})
 
     def _config_crc(self):
-        # SPEC.md IDENTIFY: address, role, limits, alternates; not the epoch, the reserved
-        # counter or the host's last choice of input, which change in normal operation
+        # SPEC.md IDENTIFY: address, role, limits, alternates, calibration; not the epoch, the
+        # reserved counter or the host's last choice of input, which change in normal operation
         crc = binascii.crc32(("role=%s;" % self.board["role"]).encode())
         for key in _CRC_FIELDS:
             crc = binascii.crc32(("%s=%s;" % (key, self.config.data[key])).encode(), crc)
@@ -531,7 +663,40 @@ class Tap:
             self.config.data[name] = f[name]
         self.protection.apply_settings(self._settings())
         self.config.save()
+        self._limits_defaulted = False
+        self._update_uncalibrated()
         return self._ack()
+
+    def _set_calibration(self, f):
+        kind = f["kind"]
+        index = f["index"]
+        gain = f["gain_ppm"]
+        offset = f["offset_counts"]
+        position = _calibration_problem(self.n, kind, index, gain, offset)
+        if position:
+            return self._nak(catalog.E_OUT_OF_RANGE, position)
+        calibration = list(self.config.data["calibration"])
+        calibration[index - 1 if kind == catalog.CHANNEL_INPUT_VOLTAGE else self.n] = [gain, offset]
+        self.config.data["calibration"] = calibration
+        self.config.save()  # atomically, with the rest of the configuration, before the ACK
+        self._apply_calibration()
+        self._update_uncalibrated()
+        return self._ack()
+
+    def _read_settings(self):
+        fields = {}
+        for name in _LIMIT_FIELDS:
+            fields[name] = self.config.data[name]
+        channels = []
+        for channel in range(self.n + 1):
+            gain, offset = self._gain_offset(channel)
+            is_input = channel < self.n
+            channels.append({"kind": catalog.CHANNEL_INPUT_VOLTAGE if is_input else catalog.CHANNEL_OUTPUT_CURRENT,
+                             "index": channel + 1 if is_input else 0, "gain_ppm": gain, "offset_counts": offset,
+                             "state": 0 if self.config.data["calibration"][channel] is None else catalog.CAL_SET})
+        fields["n_channels"] = len(channels)
+        fields["channels"] = channels
+        return self._answer(catalog.T_READ_SETTINGS, fields)
 
     def _set_key(self, f):
         new_key = unwrap_key(self.hmac, f["wrapped_key"], self.guard.auth_counter)
@@ -541,17 +706,19 @@ class Tap:
         self.key.save()
         self.hmac = Hmac(new_key)
         self.guard.hmac = self.hmac
-        self.alarms &= ~catalog.ALARM_UNCALIBRATED
+        self._update_uncalibrated()
         return self._ack(), self.hmac  # signed with the new key: proof it arrived
 
     def _capture_info(self, msg_type):
         c = self.capture
         channels = []
         for k in range(self.n):
+            mV_per_count = _calibrated(self.board["mV_per_count"], self._gain_offset(k)[0])
             channels.append({"kind": catalog.CHANNEL_INPUT_VOLTAGE, "index": k + 1,
-                             "scale_nu": int(self.board["mV_per_count"] * 1000000)})
+                             "scale_nu": int(mV_per_count * 1000000)})
+        mA_per_count = _calibrated(self.board["mA_per_count"], self._gain_offset(self.n)[0])
         channels.append({"kind": catalog.CHANNEL_OUTPUT_CURRENT, "index": 0,
-                         "scale_nu": int(self.board["mA_per_count"] * 1000000)})
+                         "scale_nu": int(mA_per_count * 1000000)})
         return self._answer(msg_type, {
             "capture_id": c.capture_id & 0xFFFF,
             "state": catalog.CAPTURE_READY if c.ready() else catalog.CAPTURE_ARMED,

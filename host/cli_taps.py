@@ -209,19 +209,33 @@ def commission_command(tap: str | None, unique_id: str | None, site_path: Path |
 @click.argument("tap")
 @click.option("--ref", "refs", multiple=True, metavar="CHANNEL=VALUE",
               help="A reference reading: input1=230.4 (volts), current=17.2 (amperes). Repeatable.")
-@click.option("--reset", is_flag=True, help="Forget the points taken so far.")
+@click.option("--reset", is_flag=True,
+              help="Forget the points taken so far; without --ref, put every channel back on its nominal scale.")
 @bus_options
 @json_option
 @one_line_errors
 def calibrate_command(tap: str, refs: tuple[str, ...], reset: bool, db: Path | None, bus_a: str | None,
                       bus_b: str | None, baud: int, rig_dir: Path | None, as_json: bool) -> None:
-    """Gain and offset per channel against a reference meter's reading."""
+    """Gain and offset per channel against a reference meter's reading, applied at the tap and
+    verified; without --ref, the calibration the tap runs on."""
     references = _assignments(refs, "--ref")
-    with _session(db, bus_a, bus_b, baud, rig_dir, buses=bool(references)) as session:
+    with _session(db, bus_a, bus_b, baud, rig_dir) as session:
         result = operate.calibrate(session, tap, references, reset=reset)
-    text = "\n".join(f"{channel:<8} gain {c['gain']:.5f} offset {c['offset']:+.3f} ({c['points']} points)"
-                     for channel, c in result["channels"].items()) or "no points"
-    _emit(result, as_json, text + "\n(kept by the host: the firmware has no message to take calibrations)")
+    lines = [f"{result['tap']}: " + (f"sent {', '.join(result['sent'])}" if result["sent"] else "in force at the tap")]
+    for channel, c in result["channels"].items():
+        line = (f"  {channel:<8} gain {c['gain']:.6f} ({c['gain_ppm']} ppm) offset {c['offset_counts']:+d} counts "
+                f"({c['offset']:+.3f} {'A' if channel == 'current' else 'V'})"
+                + ("" if c["set"] else "  nominal, never calibrated"))
+        if "points" in c:
+            line += f"  [{c['points']} point{'' if c['points'] == 1 else 's'}]"
+        if "reference" in c:
+            reading = "no reading" if c["reading"] is None else f"reads {c['reading']:.3f}"
+            line += (f"\n           {reading}, reference {c['reference']:.3f} (±{c['tolerance']:.3f}): "
+                     + ("verified" if c["verified"] else "NOT verified"))
+        lines.append(line)
+    _emit(result, as_json, "\n".join(lines))
+    if result["verified"] is False:
+        sys.exit(3)
 
 
 # -- reading ----------------------------------------------------------------------------------------------------
@@ -309,15 +323,17 @@ def switch_command(tap: str, source: str, db: Path | None, bus_a: str | None, bu
 @click.command("limits")
 @click.argument("tap")
 @click.option("--set", "changes", multiple=True, metavar="FIELD=VALUE",
-              help=f"Change a setting ({', '.join(operate.LIMIT_FIELDS)}); the others stay as last set.")
+              help=f"Change a setting ({', '.join(operate.LIMIT_FIELDS)}); the others stay as in force.")
 @bus_options
 @json_option
 @one_line_errors
 def limits_command(tap: str, changes: tuple[str, ...], db: Path | None, bus_a: str | None, bus_b: str | None,
                    baud: int, rig_dir: Path | None, as_json: bool) -> None:
-    """Show or set protection settings; ones that do not coordinate with the board are refused."""
+    """Show (read from the tap; from the command history without a bus) or set protection
+    settings; ones that do not coordinate with the board are refused."""
     values = {k: int(v) for k, v in _assignments(changes, "--set").items()}
-    with _session(db, bus_a, bus_b, baud, rig_dir, buses=bool(values)) as session:
+    buses = bool(values) or rig_dir is not None or bool(bus_a or bus_b)
+    with _session(db, bus_a, bus_b, baud, rig_dir, buses=buses) as session:
         if values:
             limits, origin = operate.set_limits(session, tap, values), "set now"
         else:

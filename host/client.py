@@ -197,6 +197,37 @@ class Telemetry(_RelayState):
         return list(self.fields["inputs"])
 
 
+def _limit_names() -> tuple[str, ...]:
+    layout = messages.BY_NAME["SET_LIMITS"].request
+    if layout is None:
+        raise TypeError("SET_LIMITS has no request layout in the catalogue")
+    return tuple(str(name) for name in layout.names)
+
+
+LIMIT_NAMES = _limit_names()  # SET_LIMITS's fields, in order: also the head of READ_SETTINGS's answer
+
+
+class Settings(Reply):
+    """READ_SETTINGS: the limits in force and every channel's calibration."""
+
+    @property
+    def limits(self) -> dict[str, int]:
+        """The nine limits, by SET_LIMITS's field names."""
+        return {name: int(self.fields[name]) for name in LIMIT_NAMES}
+
+    @property
+    def channels(self) -> list[dict[str, int]]:
+        """Per channel: kind, index, gain_ppm, offset_counts, state (inputs 1..n, then the current)."""
+        return [{k: int(v) for k, v in c.items()} for c in self.fields["channels"]]
+
+    def channel(self, kind: int, index: int) -> dict[str, int]:
+        """One channel's calibration; KeyError if the tap has no such channel."""
+        for c in self.channels:
+            if c["kind"] == kind and c["index"] == index:
+                return c
+        raise KeyError(f"no channel of kind {kind} index {index}")
+
+
 class Discovered(Reply):
     @property
     def unique_id(self) -> bytes:
@@ -217,6 +248,7 @@ _RESULTS: dict[str, type[Reply]] = {
     "IDENTIFY": Identity,
     "STATUS": Status,
     "TELEMETRY": Telemetry,
+    "READ_SETTINGS": Settings,
     "DISCOVER": Discovered,
 }
 
@@ -345,6 +377,10 @@ class TapClient:
     def status(self, address: int) -> Status:
         return _typed(self.ask(address, "STATUS"), Status)
 
+    def read_settings(self, address: int) -> Settings:
+        """The limits in force and every channel's calibration (protocol minor 1)."""
+        return _typed(self.ask(address, "READ_SETTINGS"), Settings)
+
     def read_events(self, address: int, since: int = 0, max_count: int = 30) -> Reply:
         return self.ask(address, "READ_EVENTS", {"since": since, "max_count": max_count})
 
@@ -396,6 +432,13 @@ class TapClient:
     def set_limits(self, address: int, limits: Mapping[str, int]) -> Reply:
         """Protection settings, by the catalogue's field names (curve, pickup_mA, ...)."""
         return self.command(address, "SET_LIMITS", dict(limits))
+
+    def set_calibration(self, address: int, kind: int, index: int, gain_ppm: int, offset_counts: int = 0) -> Reply:
+        """One channel's calibration: `kind` CHANNEL_INPUT_VOLTAGE with `index` 1..n, or
+        CHANNEL_OUTPUT_CURRENT with `index` 0; `gain_ppm` of the nominal scale, `offset_counts`
+        added to the RMS (SPEC.md, SET_CALIBRATION). The tap checks the ranges."""
+        fields = {"kind": kind, "index": index, "gain_ppm": gain_ppm, "offset_counts": offset_counts}
+        return self.command(address, "SET_CALIBRATION", fields)
 
     def set_key(self, address: int, new_key: bytes) -> Reply:
         """Wrap `new_key` under the current one; the store learns it once the tap's ACK proves it.

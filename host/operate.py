@@ -13,13 +13,18 @@ Protection settings are checked against the board before they are sent: the tap 
 refuses some values (SPEC.md, SET_LIMITS), but a setting can be within what the tap
 accepts and still not coordinate with the parts: a pickup the input's fuse would beat,
 an instantaneous pickup above what the relay can break, a voltage limit beyond what the
-ADC measures. No message reads limits back from a tap, so "the current limits" are the
-last SET_LIMITS the tap acknowledged, from the inventory's command history.
+ADC measures. "The current limits" are what the tap runs on, read back with
+READ_SETTINGS; only when the tap cannot be asked (no bus given, no answer, a firmware
+older than protocol minor 1) are they the last SET_LIMITS it acknowledged, from the
+inventory's command history, and the answer says so.
 
-Calibration: no message carries gains to a tap yet, and the firmware has no record
-for them, so `calibrate` computes gain and offset per channel (reference against the
-tap's reading) and keeps them in the controller's state; status readings are not
-corrected by them.
+Calibration is applied at the tap (SET_CALIBRATION, SPEC.md): `calibrate` reads the
+calibration in force (READ_SETTINGS) and the tap's readings, turns each reading back
+into the channel's raw RMS in ADC counts, fits gain and offset of the raw values against
+the reference readings (one point: a gain; two or more, kept in the controller's state
+across calls: least squares), sends them signed and journalled, and then reads
+TELEMETRY again until the tap's reading matches the reference within the ADC's
+resolution. Status readings are therefore calibrated by the tap itself.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from host import boards
-from host.client import Reply, TapRefused, TapTimeout, Telemetry
+from host.client import Reply, Settings, TapClient, TapRefused, TapTimeout, Telemetry
 from host.inventory import CommandState, TapEvent, TapInfo
 from host.session import OperatorError, Session, tap_address
 from host.site_file import TapRole
@@ -66,6 +71,8 @@ SWITCH_CONFIRM_S = 15.0  # wall clock for STATUS to show the transfer done
 PATIENCE_S = 20.0
 CAPTURE_CHUNK = 240
 HARMONICS = 15
+CALIBRATION_SETTLE_S = 2  # tap uptime to let pass after SET_CALIBRATION: at least 1 s of new meter windows
+CALIBRATION_READ_GAP_S = 0.2  # between the TELEMETRY reads of a calibration: a new meter window (10 cycles) each
 # The firmware's own defaults (firmware/protection.py Settings), for a tap never set by the host.
 FIRMWARE_DEFAULT_LIMITS = {"curve": 1, "pickup_mA": 32000, "tms_milli": 100, "instantaneous_mA": 320000,
                            "undervoltage_mV": 195500, "overvoltage_mV": 264500, "frequency_low_cHz": 4750,
@@ -301,13 +308,37 @@ def check_limits(session: Session, tap: TapInfo, limits: dict[str, int]) -> None
         raise OperatorError(f"tap {tap.id}: limits refused, nothing sent: {problems[0]}{more}")
 
 
+def read_settings(session: Session, tap: TapInfo) -> Settings:
+    """READ_SETTINGS of the tap, read patiently; OperatorError when its firmware has none."""
+    client = session.client(tap.bus)
+    try:
+        return patiently(lambda: client.read_settings(address_of(tap)))
+    except TapRefused as exc:
+        if exc.code == catalog.E_UNKNOWN_TYPE:
+            raise OperatorError(f"tap {tap.id}: its firmware predates READ_SETTINGS and SET_CALIBRATION "
+                                "(protocol minor 0): flash a newer one") from None
+        raise OperatorError(f"tap {tap.id}: READ_SETTINGS refused: {exc.text}") from None
+
+
+LIMITS_FROM_TAP = "read from the tap"
+
+
 def current_limits(session: Session, tap: TapInfo) -> tuple[dict[str, int], str]:
-    """The last limits the tap acknowledged (from the command history), or the firmware's
-    defaults; and which of the two it is."""
+    """The limits in force at the tap (READ_SETTINGS), and where they come from. When the
+    tap cannot be asked (no bus given) or does not answer, the last limits it acknowledged
+    (the command history), else the firmware's defaults; the origin then says why."""
+    why = "no bus given"
+    if session.ports is not None:
+        try:
+            return session.client(tap.bus).read_settings(address_of(tap)).limits, LIMITS_FROM_TAP
+        except TapTimeout:
+            why = "the tap did not answer READ_SETTINGS"
+        except TapRefused as exc:
+            why = f"the tap refused READ_SETTINGS: {exc.name}"
     for record in reversed(session.inventory.commands(tap.id)):
         if record.message == "SET_LIMITS" and record.state == CommandState.ACKNOWLEDGED:
-            return {k: int(record.fields[k]) for k in LIMIT_FIELDS}, "last set"
-    return dict(FIRMWARE_DEFAULT_LIMITS), "firmware defaults (never set by this host)"
+            return {k: int(record.fields[k]) for k in LIMIT_FIELDS}, f"last set, from the command history ({why})"
+    return dict(FIRMWARE_DEFAULT_LIMITS), f"firmware defaults, never set by this host ({why})"
 
 
 def send_limits(session: Session, tap: TapInfo, limits: dict[str, int]) -> Reply:
@@ -318,7 +349,7 @@ def send_limits(session: Session, tap: TapInfo, limits: dict[str, int]) -> Reply
 
 
 def set_limits(session: Session, tap_ref: str, changes: dict[str, int]) -> dict[str, int]:
-    """Change some settings (the others as last set); checked, aligned to the epoch, sent."""
+    """Change some settings (the others as in force at the tap); checked, aligned to the epoch, sent."""
     tap = session.tap(tap_ref)
     unknown = sorted(set(changes) - set(LIMIT_FIELDS))
     if unknown:
@@ -544,43 +575,189 @@ def _refusal(tap: TapInfo, exc: TapRefused, target: int) -> str:
 # -- calibration ------------------------------------------------------------------------------------------
 
 
+def channel_names(tap: TapInfo) -> list[str]:
+    """The tap's calibration channels: input1..inputN (volts), then current (amperes)."""
+    return [f"input{k}" for k in range(1, len(tap.inputs) + 1)] + ["current"]
+
+
+def _channel_id(channel: str) -> tuple[int, int]:
+    """(kind, index) of a channel name, as SET_CALIBRATION and READ_SETTINGS name it."""
+    if channel == "current":
+        return catalog.CHANNEL_OUTPUT_CURRENT, 0
+    return catalog.CHANNEL_INPUT_VOLTAGE, int(channel[len("input"):])
+
+
+def _per_count(tap: TapInfo) -> dict[str, float]:
+    """Each channel's nominal scale, volts or amperes per ADC count, from the board description."""
+    try:
+        params = boards.by_name(tap.board).firmware_parameters()
+    except boards.BoardError as exc:
+        raise OperatorError(f"tap {tap.id}: board {tap.board!r}: {'; '.join(exc.problems)}") from None
+    volts, amps = float(params["mV_per_count"]) / 1000, float(params["mA_per_count"]) / 1000
+    return {name: amps if name == "current" else volts for name in channel_names(tap)}
+
+
+def _reading(telemetry: Telemetry, channel: str) -> float:
+    """A channel's reading in volts or amperes."""
+    if channel == "current":
+        return float(telemetry["current_mA"]) / 1000
+    return float(telemetry.inputs[int(channel[len("input"):]) - 1]["voltage_mV"]) / 1000
+
+
+def _in_force(tap: TapInfo, settings: Settings, per_count: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Every channel's calibration as the tap runs on it, with gain and offset in readable units."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in channel_names(tap):
+        c = settings.channel(*_channel_id(name))
+        gain = c["gain_ppm"] / catalog.CAL_GAIN_NOMINAL_PPM
+        out[name] = {"gain_ppm": c["gain_ppm"], "offset_counts": c["offset_counts"], "gain": gain,
+                     "offset": c["offset_counts"] * per_count[name] * gain,
+                     "set": bool(c["state"] & catalog.CAL_SET)}
+    return out
+
+
+def read_calibration(session: Session, tap_ref: str) -> dict[str, Any]:
+    """The calibration every channel of the tap runs on (READ_SETTINGS)."""
+    tap = session.tap(tap_ref)
+    channels = _in_force(tap, read_settings(session, tap), _per_count(tap))
+    return {"tap": tap.id, "channels": channels, "sent": [], "verified": None}
+
+
 def calibrate(session: Session, tap_ref: str, references: dict[str, float], *, reads: int = 5,
               reset: bool = False) -> dict[str, Any]:
-    """Gain and offset per channel against reference readings: channel `input<k>` (volts)
-    or `current` (amperes). Each call adds one (tap reading, reference) point per channel;
-    one point gives a gain (offset 0), two or more a least-squares gain and offset."""
+    """Gain and offset per channel against reference readings, applied at the tap and verified.
+
+    `references`: channel `input<k>` (volts) or `current` (amperes) to what a reference meter
+    reads. Each call adds one (raw RMS in counts, reference) point per channel named; one
+    point gives a gain (offset 0), two or more a least-squares gain and offset (unless they
+    lie at nearly one level, which gives a gain only: `FIT_SPREAD`). The result is sent
+    with SET_CALIBRATION (journalled) and checked: the tap's reading must then match the
+    reference within the ADC's resolution (`_verify`). `reset` forgets the points; without
+    references it also puts every channel back on its nominal scale. Neither: the
+    calibration in force is read and returned.
+    """
     tap = session.tap(tap_ref)
-    channels = [f"input{k}" for k in range(1, len(tap.inputs) + 1)] + ["current"]
-    unknown = sorted(set(references) - set(channels))
+    names = channel_names(tap)
+    unknown = sorted(set(references) - set(names))
     if unknown:
-        raise OperatorError(f"tap {tap.id} has no channel {', '.join(unknown)} (channels: {', '.join(channels)})")
+        raise OperatorError(f"tap {tap.id} has no channel {', '.join(unknown)} (channels: {', '.join(names)})")
     if not references and not reset:
-        raise OperatorError(f"give a reference reading, e.g. --ref input1=230.5 (channels: {', '.join(channels)})")
-    stored = {} if reset else (session.state.calibration(tap.id) or {})
-    points: dict[str, list[list[float]]] = dict(stored.get("points", {}))
+        return read_calibration(session, tap.id)
+    client = session.client(tap.bus)
+    address = address_of(tap)
+    per_count = _per_count(tap)
+    before = _in_force(tap, read_settings(session, tap), per_count)
+    points = {} if reset else session.state.calibration_points(tap.id)
+    spread: dict[str, float] = {}
     if references:
-        client = session.client(tap.bus)
-        samples = [patiently(lambda: client.telemetry(address_of(tap))) for _ in range(reads)]
+        samples = _samples(client, address, reads)
         for channel, reference in references.items():
-            readings = [s["current_mA"] / 1000 if channel == "current"
-                        else s.inputs[int(channel[5:]) - 1]["voltage_mV"] / 1000 for s in samples]
+            readings = [_reading(s, channel) for s in samples]
             measured = float(np.mean(readings))
             if measured <= 0:
                 raise OperatorError(f"tap {tap.id}: {channel} reads 0: nothing to calibrate against")
-            points.setdefault(channel, []).append([measured, float(reference)])
-    fitted = {channel: _fit(p) for channel, p in points.items()}
-    values = {"points": points, "channels": fitted}
-    session.state.set_calibration(tap.id, values)
-    return {"tap": tap.id, "channels": fitted, "applied_at_tap": False}
+            scale = per_count[channel] * before[channel]["gain"]  # units per count as the tap reads now
+            raw = measured / scale - before[channel]["offset_counts"]
+            points.setdefault(channel, []).append([raw, float(reference)])
+            spread[channel] = max(readings) - min(readings)
+    targets: dict[str, dict[str, Any]]
+    if references:
+        targets = {channel: _fit(points[channel], per_count[channel]) for channel in references}
+    else:
+        targets = {channel: {"gain_ppm": catalog.CAL_GAIN_NOMINAL_PPM, "offset_counts": 0, "gain": 1.0, "offset": 0.0,
+                             "points": 0} for channel in names}
+    problems = [problem for channel, fit in targets.items() for problem in _calibration_problems(channel, fit)]
+    if problems:
+        raise OperatorError(f"tap {tap.id}: calibration refused, nothing sent: {'; '.join(problems)}")
+    session.state.set_calibration_points(tap.id, points)
+    _prepare(session, tap)
+    for channel, fit in targets.items():
+        kind, index = _channel_id(channel)
+        fields = {"kind": kind, "index": index, "gain_ppm": fit["gain_ppm"], "offset_counts": fit["offset_counts"]}
+        send = functools.partial(client.set_calibration, address, kind, index, fit["gain_ppm"], fit["offset_counts"])
+        try:
+            session.command(tap, "SET_CALIBRATION", fields, send)
+        except TapRefused as exc:
+            raise OperatorError(f"tap {tap.id} refused SET_CALIBRATION of {channel}: {exc.text}") from None
+    result: dict[str, Any] = {"tap": tap.id, "channels": _in_force(tap, read_settings(session, tap), per_count),
+                              "sent": sorted(targets), "verified": None}
+    for channel, fit in targets.items():
+        result["channels"][channel]["points"] = fit["points"]
+    if references:
+        result["verified"] = _verify(session, tap, references, spread, result["channels"], per_count, reads)
+    return result
 
 
-def _fit(points: list[list[float]]) -> dict[str, float]:
-    measured = np.array([p[0] for p in points])
+FIT_SPREAD = 0.1  # points closer together than this fraction of their level give a gain only
+
+
+def _fit(points: list[list[float]], per_count: float) -> dict[str, Any]:
+    """reference = a x (raw + b / a): gain a / nominal in ppm, offset b / a in counts. Points
+    at nearly one level cannot tell an offset from a gain: they give a gain (mean ratio)."""
+    raw = np.array([p[0] for p in points])
     reference = np.array([p[1] for p in points])
-    if len(points) == 1 or np.ptp(measured) < 1e-6:
-        return {"gain": float(np.mean(reference / measured)), "offset": 0.0, "points": len(points)}
-    gain, offset = np.polyfit(measured, reference, 1)
-    return {"gain": float(gain), "offset": float(offset), "points": len(points)}
+    if len(points) == 1 or np.ptp(raw) < FIT_SPREAD * float(np.mean(np.abs(raw))):
+        slope, intercept = float(np.mean(reference / raw)), 0.0
+    else:
+        slope, intercept = (float(v) for v in np.polyfit(raw, reference, 1))
+    gain_ppm = round(slope / per_count * catalog.CAL_GAIN_NOMINAL_PPM)
+    offset_counts = round(intercept / slope) if slope > 0 else 0
+    return {"gain_ppm": gain_ppm, "offset_counts": offset_counts, "gain": gain_ppm / catalog.CAL_GAIN_NOMINAL_PPM,
+            "offset": intercept, "points": len(points)}
+
+
+def _calibration_problems(channel: str, fit: dict[str, Any]) -> list[str]:
+    """Why the tap would refuse this calibration (SPEC.md, SET_CALIBRATION); empty when it would not."""
+    problems = []
+    if not catalog.CAL_GAIN_MIN_PPM <= fit["gain_ppm"] <= catalog.CAL_GAIN_MAX_PPM:
+        problems.append(f"{channel}: gain {fit['gain']:.4f} is outside {catalog.CAL_GAIN_MIN_PPM / 1e6:g}.."
+                        f"{catalog.CAL_GAIN_MAX_PPM / 1e6:g} of the board's nominal scale (check the reference "
+                        "and the wiring)")
+    if abs(fit["offset_counts"]) > catalog.CAL_OFFSET_MAX_COUNTS:
+        problems.append(f"{channel}: offset {fit['offset_counts']} counts is beyond "
+                        f"±{catalog.CAL_OFFSET_MAX_COUNTS} (points too close together, or a bad reference)")
+    return problems
+
+
+def _samples(client: TapClient, address: int, reads: int) -> list[Telemetry]:
+    """`reads` TELEMETRY answers, CALIBRATION_READ_GAP_S apart (of different meter windows)."""
+    out = []
+    for n in range(reads):
+        if n:
+            time.sleep(CALIBRATION_READ_GAP_S)
+        out.append(patiently(lambda: client.telemetry(address)))
+    return out
+
+
+def _verify(session: Session, tap: TapInfo, references: dict[str, float], spread: dict[str, float],
+            rows: dict[str, dict[str, Any]], per_count: dict[str, float], reads: int) -> bool:
+    """After SET_CALIBRATION: let the tap's meter close new windows (its uptime advances by
+    CALIBRATION_SETTLE_S), then read it `reads` times; each channel's mean reading must be
+    within the ADC's resolution of its reference: one count at the new gain, widened by the
+    scatter of the tap's own readings (the larger spread, before or after: the meter's
+    windows differ by a few counts). Writes reading, reference, tolerance and verdict into `rows`."""
+    client = session.client(tap.bus)
+    address = address_of(tap)
+    start = patiently(lambda: client.telemetry(address))["uptime_s"]
+    deadline = time.monotonic() + PATIENCE_S
+    settled = False
+    while time.monotonic() < deadline:
+        if patiently(lambda: client.telemetry(address))["uptime_s"] >= start + CALIBRATION_SETTLE_S:
+            settled = True
+            break
+        time.sleep(0.1)
+    samples = _samples(client, address, reads) if settled else []
+    verified = settled
+    for channel, reference in references.items():
+        row = rows[channel]
+        readings = [_reading(s, channel) for s in samples]
+        scatter = max(spread[channel], max(readings) - min(readings) if readings else 0.0)
+        tolerance = per_count[channel] * row["gain"] + scatter
+        reading = float(np.mean(readings)) if readings else None
+        ok = reading is not None and abs(reading - reference) <= tolerance
+        row |= {"reference": float(reference), "reading": reading, "tolerance": tolerance, "verified": ok}
+        verified = verified and ok
+    return verified
 
 
 # -- capture --------------------------------------------------------------------------------------------------

@@ -60,8 +60,9 @@ def open_inventory(path: str | Path | None, *, create: bool = False) -> Inventor
 
 
 class ControllerState:
-    """Small durable values the controller keeps in the inventory: the epoch (and per-tap
-    calibrations, which no message carries to a tap yet)."""
+    """Small durable values the controller keeps in the inventory: the epoch, and per tap
+    the reference points its calibrations were fitted from (the calibration itself is
+    the tap's: SET_CALIBRATION, read back with READ_SETTINGS)."""
 
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
@@ -75,15 +76,19 @@ class ControllerState:
             raise OperatorError(f"an epoch is 0 to {0xFFFF_FFFF} (got {epoch})")
         self.inventory.set_controller_value("epoch", epoch)
 
-    def calibration(self, tap_id: str) -> dict[str, Any] | None:
-        found = self.inventory.controller_value("calibration", {}).get(tap_id)
-        return found if isinstance(found, dict) else None
+    def calibration_points(self, tap_id: str) -> dict[str, list[list[float]]]:
+        """Per channel name, the (raw RMS in ADC counts, reference) points taken so far."""
+        found = self.inventory.controller_value("calibration_points", {}).get(tap_id)
+        if not isinstance(found, dict):
+            return {}
+        return {str(channel): [[float(raw), float(reference)] for raw, reference in points]
+                for channel, points in found.items()}
 
-    def set_calibration(self, tap_id: str, values: dict[str, Any]) -> None:
+    def set_calibration_points(self, tap_id: str, points: dict[str, list[list[float]]]) -> None:
         with self.inventory.transaction():
-            calibrations = self.inventory.controller_value("calibration", {})
-            calibrations[tap_id] = values
-            self.inventory.set_controller_value("calibration", calibrations)
+            stored = self.inventory.controller_value("calibration_points", {})
+            stored[tap_id] = points
+            self.inventory.set_controller_value("calibration_points", stored)
 
 
 # -- the buses ----------------------------------------------------------------------------------

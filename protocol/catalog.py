@@ -7,7 +7,8 @@
 
 # -- versioning -----------------------------------------------------------------
 VERSION = 1  # header byte 0; a receiver refuses any other value
-PROTOCOL_MINOR = 0  # reported by IDENTIFY; minor revisions only append fields/types
+PROTOCOL_MINOR = 1  # reported by IDENTIFY; minor revisions only append fields/types
+# minor 1: READ_SETTINGS and SET_CALIBRATION; config_crc also covers the calibration
 
 # -- framing ----------------------------------------------------------------------
 CRC_LEN = 4  # CRC-32 (IEEE, as binascii.crc32) of the body, little-endian
@@ -69,7 +70,7 @@ ALARM_OVERTEMPERATURE = 0x0002
 ALARM_RELAY_MISMATCH = 0x0004  # contact feedback disagrees with the commanded state
 ALARM_AUTH_FAILURES = 0x0008  # bad tags seen since the last STATUS read
 ALARM_NO_HEALTHY_ALTERNATE = 0x0010
-ALARM_UNCALIBRATED = 0x0020  # running on calibration defaults
+ALARM_UNCALIBRATED = 0x0020  # running on a default the host did not set (a channel not calibrated, ...)
 ALARM_BUS_A_SILENT = 0x0040
 ALARM_BUS_B_SILENT = 0x0080
 
@@ -85,6 +86,13 @@ TRIGGER_NEXT_EVENT = 1
 CHANNEL_INPUT_VOLTAGE = 0
 CHANNEL_OUTPUT_CURRENT = 1
 RESET_FIRMWARE = 0  # restart the MCU, relays held
+
+# SET_CALIBRATION: a channel's reading = nominal scale x gain_ppm / 10**6 x (RMS counts + offset_counts)
+CAL_GAIN_NOMINAL_PPM = 1000000  # the board description's scale
+CAL_GAIN_MIN_PPM = 950000  # -5%
+CAL_GAIN_MAX_PPM = 1050000  # +5%
+CAL_OFFSET_MAX_COUNTS = 64  # |offset_counts| at most this
+CAL_SET = 0x01  # READ_SETTINGS channel state: set by SET_CALIBRATION (else the nominal scale)
 
 EV_BOOT = 1
 EV_SOURCE_LOST = 2
@@ -174,6 +182,32 @@ _CHANNEL = (
     ("scale_nu", "I", "nV|nA per LSB"),
 )
 
+_LIMITS = (
+    ("curve", "B", "enum"),
+    ("pickup_mA", "I", "mA"),
+    ("tms_milli", "H", "0.001"),
+    ("instantaneous_mA", "I", "mA"),
+    ("undervoltage_mV", "I", "mV"),
+    ("overvoltage_mV", "I", "mV"),
+    ("frequency_low_cHz", "H", "cHz"),
+    ("frequency_high_cHz", "H", "cHz"),
+    ("thd_max_dpct", "H", "0.1%"),
+)
+
+_CALIBRATION = (
+    ("kind", "B", "enum"),
+    ("index", "B", "index"),
+    ("gain_ppm", "I", "ppm"),
+    ("offset_counts", "h", "counts"),
+    ("state", "B", "bits"),
+)
+
+# the limits in force, in SET_LIMITS's layout, then every channel's calibration
+_SETTINGS = _LIMITS + (  # noqa: RUF005 (concatenated: a starred display is not MicroPython's)
+    ("n_channels", "B", "count"),
+    ("channels", GROUP, "n_channels", _CALIBRATION),
+)
+
 _CAPTURE_INFO = (
     ("capture_id", "H", "id"),
     ("state", "B", "enum"),
@@ -260,6 +294,7 @@ MESSAGES = (
         ("alternate_3", "B", "index"),
         ("host_silent_s", "H", "s"),
     )),
+    (0x22, "READ_SETTINGS", False, UNICAST, _NONE, _SETTINGS),
     (0x30, "SWITCH", True, UNICAST, (
         ("expected_input", "B", "index"),
         ("target_input", "B", "index"),
@@ -270,17 +305,7 @@ MESSAGES = (
         ("alternate_2", "B", "index"),
         ("alternate_3", "B", "index"),
     ), None),
-    (0x32, "SET_LIMITS", True, UNICAST, (
-        ("curve", "B", "enum"),
-        ("pickup_mA", "I", "mA"),
-        ("tms_milli", "H", "0.001"),
-        ("instantaneous_mA", "I", "mA"),
-        ("undervoltage_mV", "I", "mV"),
-        ("overvoltage_mV", "I", "mV"),
-        ("frequency_low_cHz", "H", "cHz"),
-        ("frequency_high_cHz", "H", "cHz"),
-        ("thd_max_dpct", "H", "0.1%"),
-    ), None),
+    (0x32, "SET_LIMITS", True, UNICAST, _LIMITS, None),
     (0x33, "SET_KEY", True, UNICAST, (
         ("wrapped_key", "32s", "bytes"),
         ("key_check", "4s", "bytes"),
@@ -290,6 +315,12 @@ MESSAGES = (
     ), None),
     (0x35, "RESET", True, UNICAST, (
         ("mode", "B", "enum"),
+    ), None),
+    (0x36, "SET_CALIBRATION", True, UNICAST, (
+        ("kind", "B", "enum"),
+        ("index", "B", "index"),
+        ("gain_ppm", "I", "ppm"),
+        ("offset_counts", "h", "counts"),
     ), None),
     (0x40, "READ_EVENTS", False, UNICAST, (
         ("since", "I", "index"),
@@ -344,12 +375,14 @@ T_DISCOVER = 0x11
 T_ASSIGN_ADDRESS = 0x12
 T_TELEMETRY = 0x20
 T_STATUS = 0x21
+T_READ_SETTINGS = 0x22
 T_SWITCH = 0x30
 T_SET_ALTERNATES = 0x31
 T_SET_LIMITS = 0x32
 T_SET_KEY = 0x33
 T_RAISE_EPOCH = 0x34
 T_RESET = 0x35
+T_SET_CALIBRATION = 0x36
 T_READ_EVENTS = 0x40
 T_CAPTURE_START = 0x41
 T_CAPTURE_INFO = 0x42

@@ -87,6 +87,28 @@ def _capture_info() -> dict[str, Any]:
     }
 
 
+def _settings() -> dict[str, Any]:
+    limits = {
+        "curve": catalog.CURVE_STANDARD_INVERSE,
+        "pickup_mA": 32_000,
+        "tms_milli": 100,
+        "instantaneous_mA": 40_000,
+        "undervoltage_mV": 195_500,
+        "overvoltage_mV": 264_500,
+        "frequency_low_cHz": 4750,
+        "frequency_high_cHz": 5250,
+        "thd_max_dpct": 80,
+    }
+    inputs = [
+        {"kind": catalog.CHANNEL_INPUT_VOLTAGE, "index": k, "gain_ppm": 1_000_000 + 2_500 * k, "offset_counts": k - 2,
+         "state": catalog.CAL_SET}
+        for k in range(1, 5)
+    ]
+    current = {"kind": catalog.CHANNEL_OUTPUT_CURRENT, "index": 0, "gain_ppm": catalog.CAL_GAIN_NOMINAL_PPM,
+               "offset_counts": 0, "state": 0}
+    return limits | {"n_channels": 5, "channels": [*inputs, current]}
+
+
 def _signed(name: str, fields: dict[str, Any], seq: int, counter: int, dst: int = TAP) -> messages.Frame:
     return messages.request(dst, name, seq, fields, key=KEY, epoch=EPOCH, counter=counter)
 
@@ -241,6 +263,39 @@ def good_vectors() -> list[dict[str, Any]]:
         )
     )
     out.append(("reset, relays held", _signed("RESET", {"mode": 0}, 12, 49)))
+    calibrate = _signed(
+        "SET_CALIBRATION",
+        {"kind": catalog.CHANNEL_INPUT_VOLTAGE, "index": 2, "gain_ppm": 1_031_250, "offset_counts": -3},
+        18,
+        50,
+    )
+    out.append(("set calibration of input 2, signed", calibrate))
+    out.append(
+        (
+            "ack of set calibration, signed",
+            resp(calibrate, TAP, "ACK", {"request_type": catalog.T_SET_CALIBRATION}, key=KEY),
+        )
+    )
+    out.append(
+        (
+            "nak of set calibration: gain out of range, signed",
+            resp(
+                _signed(
+                    "SET_CALIBRATION",
+                    {"kind": catalog.CHANNEL_OUTPUT_CURRENT, "index": 0, "gain_ppm": 1_200_000, "offset_counts": 0},
+                    19,
+                    51,
+                ),
+                TAP,
+                "NAK",
+                {"request_type": catalog.T_SET_CALIBRATION, "error": catalog.E_OUT_OF_RANGE, "detail": 3},
+                key=KEY,
+            ),
+        )
+    )
+    settings = req(TAP, "READ_SETTINGS", 20)
+    out.append(("read settings request", settings))
+    out.append(("read settings response, 4 inputs and the current", resp(settings, TAP, "READ_SETTINGS", _settings())))
 
     events = req(TAP, "READ_EVENTS", 13, {"since": 1200, "max_count": 16})
     out.append(("read events request", events))

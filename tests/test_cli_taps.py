@@ -50,6 +50,11 @@ def test_reads_print_json(bench: Bench) -> None:
     assert monitor.exit_code == 0 and json.loads(monitor.output)[0]["tap"] == "tap-1"
     limits = ibt("limits", "tap-1", "--db", bench.db, "--json")  # from the history: no bus needed
     assert json.loads(limits.output)["limits"]["pickup_mA"] == 32000
+    assert json.loads(limits.output)["origin"] == "firmware defaults, never set by this host (no bus given)"
+    limits = ibt("limits", "tap-1", *where, "--json")  # read back from the tap
+    assert limits.exit_code == 0, limits.output
+    assert json.loads(limits.output)["origin"] == "read from the tap"
+    assert json.loads(limits.output)["limits"]["instantaneous_mA"] == 40_000  # the board's, not the firmware's 320 A
     scan = ibt("scan", *where, "--json")
     assert scan.exit_code == 0 and json.loads(scan.output) == []  # every tap has its address
     text = ibt("status", "tap-1", *where)
@@ -61,6 +66,28 @@ def test_switch_moves_the_rack(bench: Bench) -> None:
     assert result.exit_code == 0, result.output
     assert result.output.startswith("tap-2: input 1 -> 2 (ups-1): verified")
     assert bench.rig.plant.plants["tap-2"].conducting_input() == 2
+
+
+def test_calibrate_applies_at_the_tap_and_verifies(bench: Bench) -> None:
+    where = ("--db", bench.db, "--rig", bench.rig.workdir)
+    shown = ibt("calibrate", "tap-1", *where)
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith("tap-1: in force at the tap") and "nominal, never calibrated" in shown.output
+    status = json.loads(ibt("status", "tap-1", *where, "--json").output)[0]
+    reference = round(status["inputs"][0]["voltage_v"] * 0.97, 2)  # a reference meter 3% below the tap
+    result = ibt("calibrate", "tap-1", "--ref", f"input1={reference}", *where, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["verified"] is True and report["sent"] == ["input1"]
+    # 3% below what one status read showed (the rack's load, hence the voltage, moves a little)
+    assert report["channels"]["input1"]["gain_ppm"] == pytest.approx(970_000, abs=10_000)
+    text = ibt("calibrate", "tap-1", *where)
+    assert text.exit_code == 0 and "input1   gain 0.97" in text.output
+    back = ibt("calibrate", "tap-1", "--reset", *where)
+    assert back.exit_code == 0, back.output
+    assert back.output.startswith("tap-1: sent current, input1, input2") and "(1000000 ppm)" in back.output
+    line = one_line_error(ibt("calibrate", "tap-1", "--ref", f"input1={reference * 1.3:.1f}", *where))
+    assert "calibration refused, nothing sent: input1: gain" in line
 
 
 def test_bad_input_is_one_line_and_a_failure(bench: Bench, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from host.client import (
     Identity,
     MemoryKeys,
     Reply,
+    Settings,
     Status,
     TapClient,
     TapProtocolError,
@@ -56,6 +57,7 @@ class FakeTap:
     epoch: int = EPOCH
     last_counter: int = 0
     active: int = 1
+    calibration: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)  # (kind, index): (gain, offset)
     executed: list[str] = field(default_factory=list)
     cache: dict[tuple[int, int, bytes], Frame] = field(default_factory=dict)
 
@@ -98,6 +100,10 @@ class FakeTap:
             self.epoch = fields["new_epoch"]
         elif name == "ASSIGN_ADDRESS":
             self.address = fields["address"]
+        elif name == "SET_CALIBRATION":
+            if not catalog.CAL_GAIN_MIN_PPM <= fields["gain_ppm"] <= catalog.CAL_GAIN_MAX_PPM:
+                return self.nak(req, catalog.E_OUT_OF_RANGE, 3)
+            self.calibration[fields["kind"], fields["index"]] = (fields["gain_ppm"], fields["offset_counts"])
         elif name == "CAPTURE_INFO" and fields["capture_id"] != 7:
             return self.nak(req, catalog.E_NO_CAPTURE, 7)
         message = messages.MESSAGES[req.type]
@@ -120,6 +126,16 @@ class FakeTap:
             }
         if name == "STATUS":
             return {"active_input": self.active, "epoch": self.epoch, "auth_counter": self.last_counter}
+        if name == "READ_SETTINGS":
+            channels = []
+            for kind, index in ((catalog.CHANNEL_INPUT_VOLTAGE, 1), (catalog.CHANNEL_INPUT_VOLTAGE, 2),
+                                (catalog.CHANNEL_OUTPUT_CURRENT, 0)):
+                gain, offset = self.calibration.get((kind, index), (catalog.CAL_GAIN_NOMINAL_PPM, 0))
+                state = catalog.CAL_SET if (kind, index) in self.calibration else 0
+                channels.append(
+                    {"kind": kind, "index": index, "gain_ppm": gain, "offset_counts": offset, "state": state}
+                )
+            return {"curve": 1, "pickup_mA": 32_000, "tms_milli": 100, "n_channels": 3, "channels": channels}
         if name == "TELEMETRY":
             inputs = [{"voltage_mV": 230_000, "frequency_cHz": 5000, "thd_dpct": 9, "phase_cdeg": 0, "state": 3}] * 2
             return {
@@ -241,6 +257,8 @@ CALLS: dict[str, Callable[[TapClient], Reply]] = {
         },
     ),
     "SET_KEY": lambda c: c.set_key(ADDRESS, bytes(range(1, 33))),
+    "SET_CALIBRATION": lambda c: c.set_calibration(ADDRESS, catalog.CHANNEL_INPUT_VOLTAGE, 1, 1_020_000, -2),
+    "READ_SETTINGS": lambda c: c.read_settings(ADDRESS),
     "RAISE_EPOCH": lambda c: (setattr(c, "epoch", EPOCH + 1), c.raise_epoch(ADDRESS))[1],
     "RESET": lambda c: c.reset(ADDRESS),
     "READ_EVENTS": lambda c: c.read_events(ADDRESS, since=0, max_count=5),
@@ -268,6 +286,29 @@ def test_each_call_sends_its_message_and_returns_a_reply(name: str) -> None:
     assert (sent.auth is not None) == messages.message_named(name).authenticated
     if messages.message_named(name).response is None:
         assert reply.request_type == sent.type  # an ACK
+
+
+def test_calibration_is_set_signed_and_read_back_typed() -> None:
+    client, link, _ = make()
+    before = client.read_settings(ADDRESS)
+    assert isinstance(before, Settings)
+    assert before.limits["pickup_mA"] == 32_000 and set(before.limits) == {
+        "curve", "pickup_mA", "tms_milli", "instantaneous_mA", "undervoltage_mV", "overvoltage_mV",
+        "frequency_low_cHz", "frequency_high_cHz", "thd_max_dpct"}
+    assert before.channel(catalog.CHANNEL_OUTPUT_CURRENT, 0)["gain_ppm"] == catalog.CAL_GAIN_NOMINAL_PPM
+    ack = client.set_calibration(ADDRESS, catalog.CHANNEL_OUTPUT_CURRENT, 0, 1_031_000, 5)
+    assert ack.request_type == catalog.T_SET_CALIBRATION
+    sent = messages.parse_body(framing.decode_frame(link.sent[-1][:-1])[1] or b"")
+    assert sent.auth is not None and sent.fields() == {
+        "kind": catalog.CHANNEL_OUTPUT_CURRENT, "index": 0, "gain_ppm": 1_031_000, "offset_counts": 5}
+    after = client.read_settings(ADDRESS).channel(catalog.CHANNEL_OUTPUT_CURRENT, 0)
+    assert after == {"kind": catalog.CHANNEL_OUTPUT_CURRENT, "index": 0, "gain_ppm": 1_031_000, "offset_counts": 5,
+                     "state": catalog.CAL_SET}
+    with pytest.raises(TapRefused) as refused:
+        client.set_calibration(ADDRESS, catalog.CHANNEL_INPUT_VOLTAGE, 1, 1_200_000)
+    assert (refused.value.code, refused.value.detail) == (catalog.E_OUT_OF_RANGE, 3) and refused.value.verified
+    with pytest.raises(KeyError):
+        client.read_settings(ADDRESS).channel(catalog.CHANNEL_INPUT_VOLTAGE, 3)
 
 
 def test_assign_address_is_broadcast_and_answered_from_the_new_address() -> None:

@@ -111,18 +111,29 @@ def test_switch_to_a_lost_source_is_refused_before_anything_is_sent(bench: Bench
         bench.rig.inject("restore", "ups-2")
 
 
-def test_limits_that_do_not_coordinate_with_the_board_are_refused(session: Session) -> None:
-    _, origin = operate.current_limits(session, session.tap("tap-1"))
-    assert origin.startswith("firmware defaults")
+def test_limits_that_do_not_coordinate_with_the_board_are_refused(bench: Bench, session: Session) -> None:
+    in_force, origin = operate.current_limits(session, session.tap("tap-1"))
+    # read back from the tap: the defaults it derived from its board (80% of the 40 A relays and fuses)
+    assert origin == operate.LIMITS_FROM_TAP and in_force["pickup_mA"] == 32_000
+    assert in_force["instantaneous_mA"] == 40_000
+    with Session.open(bench.db) as offline:  # no bus: the command history, and it says so
+        assert operate.current_limits(offline, offline.tap("tap-1"))[1] == (
+            "firmware defaults, never set by this host (no bus given)")
     before = len(session.inventory.commands())
     with pytest.raises(OperatorError, match=r"pickup 50 A is above the relay's rated current 40 A.*breaking capacity"):
         operate.set_limits(session, "tap-1", {"pickup_mA": 50_000})
     with pytest.raises(OperatorError, match=r"instantaneous 320 A is above the relay's breaking capacity 40 A"):
-        operate.set_limits(session, "tap-1", {"pickup_mA": 30_000})  # the firmware's default instantaneous
+        operate.set_limits(session, "tap-1", {"instantaneous_mA": 320_000})
     assert len(session.inventory.commands()) == before
     wanted = operate.default_limits(session, session.tap("tap-1")) | {"pickup_mA": 25_000}
     assert operate.set_limits(session, "tap-1", wanted) == wanted
-    assert operate.current_limits(session, session.tap("tap-1")) == (wanted, "last set")
+    assert operate.current_limits(session, session.tap("tap-1")) == (wanted, operate.LIMITS_FROM_TAP)
+    # the others stay as in force at the tap
+    assert operate.set_limits(session, "tap-1", {"tms_milli": 200}) == wanted | {"tms_milli": 200}
+    assert operate.current_limits(session, session.tap("tap-1"))[0]["tms_milli"] == 200
+    with Session.open(bench.db) as offline:
+        assert operate.current_limits(offline, offline.tap("tap-1")) == (
+            wanted | {"tms_milli": 200}, "last set, from the command history (no bus given)")
 
 
 def test_alternates_are_set_by_source_and_read_back(session: Session) -> None:
@@ -132,7 +143,7 @@ def test_alternates_are_set_by_source_and_read_back(session: Session) -> None:
         operate.set_alternates(session, "tap-2", "ups-1", ["ups-1"])
 
 
-def test_capture_calibrate(session: Session, tmp_path: Path) -> None:
+def test_capture(session: Session, tmp_path: Path) -> None:
     png = tmp_path / "capture.png"
     result = operate.capture(session, "tap-1", cycles=4, png=png)
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
@@ -140,7 +151,44 @@ def test_capture_calibrate(session: Session, tmp_path: Path) -> None:
     assert volts["name"] == "input 1 V" and 200 < volts["rms"] < 245
     assert volts["fundamental_rms"] == pytest.approx(volts["rms"], rel=0.02)
     assert volts["thd_pct"] < 5 and set(volts["harmonics_pct"]) >= {"3", "5", "15"}
-    calibration = operate.calibrate(session, "tap-1", {"input1": 240.0}, reads=2)
-    gain = calibration["channels"]["input1"]["gain"]
-    assert 0.95 < gain < 1.1 and calibration["channels"]["input1"]["offset"] == 0.0
-    assert session.state.calibration("tap-1") is not None
+
+
+def _voltage(session: Session, tap: str, k: int, reads: int = 5) -> float:
+    return sum(operate.status(session, [tap])[0]["inputs"][k - 1]["voltage_v"] for _ in range(reads)) / reads
+
+
+def test_calibration_is_applied_at_the_tap_and_verified(session: Session) -> None:
+    _wait_healthy(session, "tap-2")
+    shown = operate.calibrate(session, "tap-2", {})  # nothing given: what the tap runs on
+    assert shown["sent"] == [] and not any(c["set"] for c in shown["channels"].values())
+    assert shown["channels"]["input2"]["gain_ppm"] == 1_000_000
+    reads = _voltage(session, "tap-2", 2)
+    reference = round(reads * 1.03, 2)  # a reference meter 3% above the tap
+    result = operate.calibrate(session, "tap-2", {"input2": reference}, reads=3)
+    row = result["channels"]["input2"]
+    assert result["sent"] == ["input2"] and result["verified"] is True, result
+    assert row["set"] and row["gain_ppm"] == pytest.approx(1_030_000, abs=300) and row["offset_counts"] == 0
+    # within one count (49 mV), widened by the meter's own scatter between windows (a few counts)
+    assert row["reading"] == pytest.approx(reference, abs=row["tolerance"]) and row["tolerance"] < 0.5
+    assert _voltage(session, "tap-2", 2) == pytest.approx(reference, abs=0.5)  # status reads calibrated values
+    journal = [(c.message, c.state, c.fields) for c in session.inventory.commands("tap-2")]
+    assert journal[-1][:2] == ("SET_CALIBRATION", CommandState.ACKNOWLEDGED)
+    assert journal[-1][2]["gain_ppm"] == row["gain_ppm"]
+    # a second point, of a tap that now reads calibrated values: the fit is of the raw counts
+    second = operate.calibrate(session, "tap-2", {"input2": reference}, reads=3)
+    assert second["channels"]["input2"]["points"] == 2 and second["verified"] is True
+    assert second["channels"]["input2"]["gain_ppm"] == pytest.approx(row["gain_ppm"], abs=300)
+    # out of range: nothing sent
+    before = len(session.inventory.commands())
+    refused = r"calibration refused, nothing sent: input1: gain .* is outside 0\.95\.\.1\.05"
+    with pytest.raises(OperatorError, match=refused):
+        operate.calibrate(session, "tap-2", {"input1": _voltage(session, "tap-2", 1) * 1.2}, reset=True)
+    assert len(session.inventory.commands()) == before
+    with pytest.raises(OperatorError, match=r"no channel input3"):
+        operate.calibrate(session, "tap-2", {"input3": 230.0})
+    # back to the nominal scale
+    nominal = operate.calibrate(session, "tap-2", {}, reset=True)
+    assert sorted(nominal["sent"]) == ["current", "input1", "input2"]
+    assert all(c["gain_ppm"] == 1_000_000 and c["offset_counts"] == 0 and c["set"]
+               for c in nominal["channels"].values())
+    assert session.state.calibration_points("tap-2") == {}
