@@ -224,7 +224,7 @@ def plan_command(scenario_path: Path, at_s: float, method: str, budget: int | No
 @click.option("--sources", "n_sources", type=click.IntRange(2, 64), default=2, show_default=True,
               help="Sources (ups-1, ups-2, ...) when no --site is given.")
 @click.option("--site", "site_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A site file (sites/demo.toml): its sources, racks and rack taps.")
+              help="A site file (sites/demo.toml): its sources, racks, rack taps and monitor taps.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=rig.default_workdir,
               show_default="ibt-sim-<uid> in the temporary directory", help="Firmware, flash directories, rig.json.")
 @click.option("--baud", type=click.IntRange(1200, 4_000_000), default=115200, show_default=True)
@@ -249,6 +249,9 @@ def _print_rig(virtual: rig.VirtualRig) -> None:
     for tap in virtual.taps:
         click.echo(f"tap {tap.id}: address {tap.address}, unique id {tap.unique_id}, rack {tap.rack}, "
                    f"inputs {' '.join(tap.inputs)}")
+    for monitor in virtual.monitors:
+        click.echo(f"monitor {monitor.id}: address {monitor.address}, unique id {monitor.unique_id}, "
+                   f"fitted to {monitor.monitors}")
     click.echo(f"records, keys included: {virtual.workdir / rig.RIG_FILE}")
     click.echo(f"faults: ibt sim inject --workdir {virtual.workdir} KIND TARGET; Ctrl-C stops the rig")
 
@@ -299,6 +302,9 @@ def sim_status(workdir: Path, as_json: bool) -> None:
     lines += [f"tap {tid}: input {t['conducting']} ({t['source'] or 'none'}), {t['draw_kw']:.2f} kW, "
               f"{t['sim_time_s']:.1f} s simulated" + ("" if t["running"] else ", STOPPED")
               for tid, t in state["taps"].items()]
+    lines += [f"monitor {mid}: {m['source']}, {m['temperature_c']:.1f} degC, {m['vibration_rms_mg']:.0f} mg"
+              + (" impulsive" if m["impulsive"] else "") + f", ripple {100 * m['ripple_fraction']:.1f}%"
+              + ("" if m["running"] else ", STOPPED") for mid, m in state.get("monitors", {}).items()]
     _emit(state, as_json, "\n".join(lines))
 
 
