@@ -5,51 +5,26 @@ failover. On a serial rig these are done by hand (README, "A bench"), so they sk
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from host import commission, flash, rig
-from host.inventory import Inventory
-from host.session import BusPorts, Session
-from host.site_file import load_site_file
-from tests.taps_site import write_site
-
-
-@dataclasses.dataclass
-class Provisioned:
-    rig: rig.VirtualRig
-    db: Path
-    site: Path
-
-    def session(self) -> Session:
-        paths = self.rig.bus_paths
-        return Session.open(self.db, BusPorts(paths["A"], paths["B"], self.rig.baud, virtual=True))
+from host import commission, rig
+from tests.taps_site import FlashedBench, flashed_bench
 
 
 @pytest.fixture
-def provisioned(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Provisioned]:
+def provisioned(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FlashedBench]:
     """Two taps flashed by the host into sim flash directories, started on the virtual rig
     unaddressed; tap-2's feeds swapped at its terminals."""
     if request.config.getoption("--rig") != "virtual":
         pytest.skip("flashing and wiring a bench's boards is done by hand: ibt flash --port, then ibt commission")
-    tree = rig.build_firmware(tmp_path / "firmware")
-    site = write_site(tmp_path)
-    db = tmp_path / "ibt.db"
-    flashed: dict[str, Path] = {}
-    with Inventory.open(db) as inventory:
-        inventory.import_site(load_site_file(site))
-        for tap_id in ("tap-1", "tap-2"):
-            flashed[tap_id] = tmp_path / "flash" / tap_id
-            flash.flash(inventory, tap_id, sim_dir=flashed[tap_id], tree=tree)
-    layout = dataclasses.replace(rig.load_site_file(site), flashed=flashed, wiring={"tap-2": ("ups-1", "ups-2")})
-    with rig.VirtualRig(layout, tmp_path / "rig", firmware_tree=tree) as started:
-        yield Provisioned(started, db, site)
+    with flashed_bench(tmp_path, rig.build_firmware(tmp_path / "firmware")) as started:
+        yield started
 
 
-def test_flashed_taps_are_discovered_and_the_swapped_pair_is_caught(provisioned: Provisioned) -> None:
+def test_flashed_taps_are_discovered_and_the_swapped_pair_is_caught(provisioned: FlashedBench) -> None:
     with provisioned.session() as session:
         found = commission.scan_bus(session, "seg-1")
         assert {(f.tap, f.address, f.commissioned) for f in found} == {("tap-1", None, False),

@@ -137,6 +137,7 @@ from host.site.fleet import (
     Refused,
     SourceStatus,
     UnknownRackError,
+    alternates_refusal,
 )
 from host.site.model import Availability, Site
 from protocol import catalog
@@ -411,17 +412,9 @@ class BusFleet:
         if route is None:
             return Refused(Refusal.UNKNOWN_RACK, f"no rack {rack_id!r}")
         ranked = tuple(ranked)
-        unknown = [s for s in (for_source, *ranked) if s not in self._site.source_index]
-        if unknown:
-            return Refused(Refusal.UNKNOWN_SOURCE, f"no source {unknown[0]!r}")
-        unreachable = [s for s in (for_source, *ranked) if s not in route.input_of]
-        if unreachable:
-            return Refused(Refusal.UNREACHABLE_SOURCE, f"no input of rack {rack_id!r} reaches {unreachable[0]!r}")
-        if len(ranked) > MAX_ALTERNATES or len(ranked) >= route.n_inputs:
-            limit = min(MAX_ALTERNATES, route.n_inputs - 1)
-            return Refused(Refusal.BAD_ALTERNATES, f"at most {limit} alternates for rack {rack_id!r}")
-        if len(set(ranked)) != len(ranked) or for_source in ranked:
-            return Refused(Refusal.BAD_ALTERNATES, "alternates must be distinct and differ from for_source")
+        refusal = alternates_refusal(self._site, rack_id, for_source, ranked, route.input_of, MAX_ALTERNATES)
+        if refusal is not None:
+            return refusal
         wanted = Alternates(for_source, ranked)
         try:
             before = self.alternates(rack_id)

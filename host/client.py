@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 from host import auth, framing, messages
 from host.messages import Frame
@@ -131,6 +131,20 @@ class Reply:
         return self.fields[name]
 
 
+class _IntField:
+    """A reply field read as an int (`epoch = _IntField()` reads fields["epoch"])."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, reply: None, owner: type) -> _IntField: ...
+    @overload
+    def __get__(self, reply: Reply, owner: type) -> int: ...
+    def __get__(self, reply: Reply | None, owner: type) -> int | _IntField:
+        return self if reply is None else int(reply.fields[self.name])
+
+
 class Identity(Reply):
     @property
     def unique_id(self) -> bytes:
@@ -140,21 +154,10 @@ class Identity(Reply):
     def board(self) -> str:
         return _ascii(self.fields["board"])
 
-    @property
-    def address(self) -> int:
-        return int(self.fields["address"])
-
-    @property
-    def epoch(self) -> int:
-        return int(self.fields["epoch"])
-
-    @property
-    def auth_counter(self) -> int:
-        return int(self.fields["auth_counter"])
-
-    @property
-    def n_inputs(self) -> int:
-        return int(self.fields["n_inputs"])
+    address = _IntField()
+    epoch = _IntField()
+    auth_counter = _IntField()
+    n_inputs = _IntField()
 
     @property
     def firmware(self) -> str:
@@ -164,31 +167,15 @@ class Identity(Reply):
 class _RelayState(Reply):
     """What STATUS and TELEMETRY both report about the relays."""
 
-    @property
-    def active_input(self) -> int:
-        return int(self.fields["active_input"])
-
-    @property
-    def relays_closed(self) -> int:
-        return int(self.fields["relays_closed"])
-
-    @property
-    def protection(self) -> int:
-        return int(self.fields["protection"])
-
-    @property
-    def alarms(self) -> int:
-        return int(self.fields["alarms"])
+    active_input = _IntField()
+    relays_closed = _IntField()
+    protection = _IntField()
+    alarms = _IntField()
 
 
 class Status(_RelayState):
-    @property
-    def epoch(self) -> int:
-        return int(self.fields["epoch"])
-
-    @property
-    def auth_counter(self) -> int:
-        return int(self.fields["auth_counter"])
+    epoch = _IntField()
+    auth_counter = _IntField()
 
 
 class Telemetry(_RelayState):
@@ -237,9 +224,7 @@ class Discovered(Reply):
     def board(self) -> str:
         return _ascii(self.fields["board"])
 
-    @property
-    def slot(self) -> int:
-        return int(self.fields["slot"])
+    slot = _IntField()
 
 
 R = TypeVar("R", bound=Reply)

@@ -24,6 +24,8 @@ from host.forecast import ForecastConfig, LoadForecaster
 from host.site.arrays import FloatArray
 from host.site.fleet import Fleet
 from host.site.loads import Job
+from host.site.scenario import Scenario
+from host.site.simulator import SiteSimulator
 
 PLAN_HORIZON_S = 3600.0  # a plan holds until the next; the controller replans at least hourly
 HISTORY_S = 7 * 86_400.0  # the forecaster's rolling window: a week
@@ -107,3 +109,15 @@ class SiteObserver:
             if job.running(t)[0]:
                 out += job.extra_kw(self.rated_kw)
         return out
+
+
+def observe_scenario(scenario: Scenario, until_s: float) -> tuple[SiteSimulator, SiteObserver]:
+    """The scenario run on the site simulator to `until_s`, its fleet read at every step."""
+    simulator = SiteSimulator.from_scenario(scenario)
+    observer = SiteObserver(simulator, {r.id: r.rated_kw for r in scenario.site.racks}, scenario.step_s,
+                            scenario.jobs)
+    observer.record()
+    while simulator.time_s + 1e-9 < until_s:
+        simulator.step()
+        observer.record()
+    return simulator, observer

@@ -23,7 +23,7 @@ from host.allocate.heuristic import solve_heuristic
 from host.allocate.milp import lp_bound, solve_milp
 from host.allocate.plan import Plan, make_plan
 from host.allocate.problem import AllocationError, Policy, Problem
-from host.plan_inputs import PlanInputs, SiteObserver
+from host.plan_inputs import PlanInputs, observe_scenario
 from host.site.model import SourceKind
 from host.site.scenario import ScenarioError, load_scenario
 from host.site.simulator import SiteSimulator
@@ -203,13 +203,7 @@ def plan_scenario(
         raise PlanReportError(str(exc)) from None
     if not 0 <= at_s <= scenario.duration_s:
         raise PlanReportError(f"--at-s must be within the scenario, 0 to {scenario.duration_s:g} s (got {at_s:g})")
-    simulator = SiteSimulator.from_scenario(scenario)
-    observer = SiteObserver(simulator, {r.id: r.rated_kw for r in scenario.site.racks}, scenario.step_s,
-                            scenario.jobs)
-    observer.record()
-    while simulator.time_s + 1e-9 < at_s:
-        simulator.step()
-        observer.record()
+    simulator, observer = observe_scenario(scenario, at_s)
     inputs = observer.inputs()
     try:
         policy = Policy() if budget is None else replace(Policy(), move_budget=budget)

@@ -8,15 +8,19 @@ import json
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from host import boards, flash_records, framing, messages
+from host.client import TapError
 from host.firmware_build import micropython_command
 from host.plant import Load, Plant, Source
 from host.plant_server import PlantServer
 from tests.conftest import BOARD_HEAP, MP_SCRIPTS
 from tests.protection_rig import HONGFA_HFE20
+
+T = TypeVar("T")
 
 KEY = bytes(range(32))
 UNIQUE_ID = bytes.fromhex("e6614104037a5c2b")
@@ -29,6 +33,22 @@ SIM_BOARD = boards.by_name("sim").firmware_parameters()
 # simulated cycles. Only a failing test waits it out; a correct firmware on a loaded
 # 2-core machine (CI beside other jobs) must not fail for want of it.
 PATIENCE_S = 60.0
+
+
+def wait_until(check: Callable[[], T | None], what: str, last: Callable[[], Any] | None = None) -> T:
+    """check() until it gives something true (a frame lost on both buses counts as nothing
+    yet); fail naming `what`, and `last()` if given, after PATIENCE_S."""
+    deadline = time.monotonic() + PATIENCE_S
+    while True:
+        try:
+            result = check()
+        except TapError:
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never: {what}" + ("" if last is None else f" (last: {last()})"))
+        time.sleep(0.05)
 
 
 class SimTap:

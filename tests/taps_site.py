@@ -4,7 +4,15 @@ test_cli_taps.py)."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from host import flash, rig
+from host.inventory import Inventory
+from host.session import BusPorts, Session
+from host.site_file import load_site_file
 
 SITE_TOML = """
 [site]
@@ -64,3 +72,33 @@ def write_site(directory: Path) -> Path:
     path = directory / "bench.toml"
     path.write_text(SITE_TOML)
     return path
+
+
+@dataclasses.dataclass
+class FlashedBench:
+    """A virtual rig whose taps the host flashed (no address yet, epoch 0, keys in the
+    inventory `db`), tap-2's feeds swapped at its terminals, and the site file."""
+
+    rig: rig.VirtualRig
+    db: Path
+    site: Path
+
+    def session(self) -> Session:
+        paths = self.rig.bus_paths
+        return Session.open(self.db, BusPorts(paths["A"], paths["B"], self.rig.baud, virtual=True))
+
+
+@contextmanager
+def flashed_bench(work: Path, tree: Path) -> Iterator[FlashedBench]:
+    """Flash both taps of the site from an inventory, then run them on a virtual rig."""
+    site = write_site(work)
+    db = work / "ibt.db"
+    flashed: dict[str, Path] = {}
+    with Inventory.open(db) as inventory:
+        inventory.import_site(load_site_file(site))
+        for tap_id in ("tap-1", "tap-2"):
+            flashed[tap_id] = work / "flash" / tap_id
+            flash.flash(inventory, tap_id, sim_dir=flashed[tap_id], tree=tree)
+    layout = dataclasses.replace(rig.load_site_file(site), flashed=flashed, wiring={"tap-2": ("ups-1", "ups-2")})
+    with rig.VirtualRig(layout, work / "rig", firmware_tree=tree) as started:
+        yield FlashedBench(started, db, site)

@@ -12,16 +12,14 @@ fast anything happened.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pytest
 
 from host.bus_fleet import BusFleet, FencedOutError
-from host.client import MemoryKeys, TapClient, TapError
+from host.client import MemoryKeys, TapClient
 from host.link import RedundantLink
 from host.rig import RigLayout, RigTap, VirtualRig
 from host.site.adapters import SourceState
@@ -30,10 +28,8 @@ from host.site.model import Feed, Rack, Site, Source, SourceKind, Tap
 from host.transport import SerialSettings, SerialTransport
 from protocol import catalog
 from tests.fleet_conformance import FleetConformance
+from tests.tap_rig import wait_until
 
-T = TypeVar("T")
-
-PATIENCE_S = 60.0  # wall-clock; only a failing test waits it out
 TIMEOUT_S = 1.0  # per bus and attempt: a slow answer costs nothing, it only has to arrive
 TRANSFER_TIMEOUT_S = 30.0  # a transfer takes milliseconds of the taps' time; a loaded machine stretches it
 
@@ -48,20 +44,6 @@ def bench_site() -> Site:
     racks = tuple(Rack(f"rack-{i + 1}", tap_id, rated_kw=8.0) for i, tap_id in enumerate(WIRING))
     feeds = tuple(Feed(t, k + 1, s, 0.05) for t, inputs in WIRING.items() for k, s in enumerate(inputs))
     return Site(sources, taps, racks, feeds, name="bus-fleet")
-
-
-def wait_until(check: Callable[[], T | None], what: str) -> T:
-    deadline = time.monotonic() + PATIENCE_S
-    while True:
-        try:
-            result = check()
-        except TapError:  # a frame lost on both buses: ask again
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never: {what}")
-        time.sleep(0.05)
 
 
 class Bench:

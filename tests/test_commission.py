@@ -4,19 +4,16 @@ terminals, which commissioning must catch before the tap is marked commissioned.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from host import commission, flash, rig
+from host import commission
 from host.commission import InputReading, prove_wiring
-from host.inventory import CommandState, Inventory
-from host.session import BusPorts, Session
-from host.site_file import load_site_file
+from host.inventory import CommandState
 from protocol import catalog
-from tests.taps_site import write_site
+from tests.taps_site import FlashedBench, flashed_bench
 
 PHASES = {"ups-1": 0.0, "ups-2": -120.0, "gen-1": 120.0}
 NOMINAL_V = 400 / 3**0.5
@@ -45,35 +42,14 @@ def test_proving_the_wiring_names_the_swapped_sources() -> None:
     assert any("51.20 Hz" in p for p in problems) and any("180.0 V" in p for p in problems)
 
 
-@dataclasses.dataclass
-class Bench:
-    rig: rig.VirtualRig
-    db: Path
-    site: Path
-
-    def session(self) -> Session:
-        paths = self.rig.bus_paths
-        return Session.open(self.db, BusPorts(paths["A"], paths["B"], self.rig.baud, virtual=True))
-
-
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory, mpy_tree: Path) -> Iterator[Bench]:
+def bench(tmp_path_factory: pytest.TempPathFactory, mpy_tree: Path) -> Iterator[FlashedBench]:
     """Both taps flashed by the host, not commissioned; tap-2's feeds swapped."""
-    work = tmp_path_factory.mktemp("commission")
-    site = write_site(work)
-    db = work / "ibt.db"
-    flashed: dict[str, Path] = {}
-    with Inventory.open(db) as inventory:
-        inventory.import_site(load_site_file(site))
-        for tap_id in ("tap-1", "tap-2"):
-            flashed[tap_id] = work / "flash" / tap_id
-            flash.flash(inventory, tap_id, sim_dir=flashed[tap_id], tree=mpy_tree)
-    layout = dataclasses.replace(rig.load_site_file(site), flashed=flashed, wiring={"tap-2": ("ups-1", "ups-2")})
-    with rig.VirtualRig(layout, work / "rig", firmware_tree=mpy_tree) as started:
-        yield Bench(started, db, site)
+    with flashed_bench(tmp_path_factory.mktemp("commission"), mpy_tree) as started:
+        yield started
 
 
-def test_scan_finds_the_uncommissioned_taps(bench: Bench) -> None:
+def test_scan_finds_the_uncommissioned_taps(bench: FlashedBench) -> None:
     with bench.session() as session:
         found = commission.scan_bus(session, "seg-1")
     assert [(f.unique_id, f.address, f.tap, f.commissioned) for f in found] == [
@@ -81,7 +57,7 @@ def test_scan_finds_the_uncommissioned_taps(bench: Bench) -> None:
     assert all(f.n_inputs == 2 and f.board == "sim" for f in found)
 
 
-def test_commissioning_the_site_catches_the_swapped_pair(bench: Bench) -> None:
+def test_commissioning_the_site_catches_the_swapped_pair(bench: FlashedBench) -> None:
     with bench.session() as session:
         reports = {r.tap: r for r in commission.commission_site(session, bench.site)}
         good, bad = reports["tap-1"], reports["tap-2"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from host.plan_inputs import SiteObserver
+from host.plan_inputs import SiteObserver, observe_scenario
 from host.site.scenario import parse_scenario
 from host.site.simulator import SiteSimulator
 
@@ -49,15 +49,7 @@ share = 1.0
 
 
 def observed(until_s: float, text: str = SCENARIO) -> SiteObserver:
-    scenario = parse_scenario(text, "inputs")
-    simulator = SiteSimulator.from_scenario(scenario)
-    observer = SiteObserver(simulator, {r.id: r.rated_kw for r in scenario.site.racks}, scenario.step_s,
-                            scenario.jobs)
-    observer.record()
-    while simulator.time_s + 1e-9 < until_s:
-        simulator.step()
-        observer.record()
-    return observer
+    return observe_scenario(parse_scenario(text, "inputs"), until_s)[1]
 
 
 def test_draws_are_upper_quantiles_within_the_rating() -> None:

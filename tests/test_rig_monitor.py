@@ -8,16 +8,15 @@ how fast anything happened."""
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pytest
 
 from host.bus_fleet import HEALTH_MAX_AGE_MS, BusFleet, health_signals
-from host.client import MemoryKeys, TapClient, TapError
+from host.client import MemoryKeys, TapClient
 from host.fault_monitor import FaultMonitor
 from host.link import RedundantLink
 from host.plant import Vibration
@@ -34,10 +33,8 @@ from host.site.fleet import HealthSignals
 from host.site.model import Feed, Rack, Site, Source, SourceKind, Tap
 from host.transport import SerialSettings, SerialTransport
 from protocol import catalog
+from tests.tap_rig import wait_until
 
-T = TypeVar("T")
-
-PATIENCE_S = 60.0  # wall-clock; only a failing test waits it out
 TIMEOUT_S = 1.0  # per bus and attempt
 MONITOR = "mon-ups-1"
 DEMO_SITE = Path(__file__).resolve().parent.parent / "sites" / "demo.toml"
@@ -46,20 +43,6 @@ DEMO_SITE = Path(__file__).resolve().parent.parent / "sites" / "demo.toml"
 def _layout() -> RigLayout:
     """Two rack taps on ups-1 and ups-2, and a monitor tap on ups-1."""
     return RigLayout(default_site(2, 2), monitors={MONITOR: "ups-1"})
-
-
-def wait_until(check: Callable[[], T | None], what: str, last: Callable[[], Any] = lambda: None) -> T:
-    deadline = time.monotonic() + PATIENCE_S
-    while True:
-        try:
-            result = check()
-        except TapError:  # a frame lost on both buses: ask again
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never: {what} (last: {last()})")
-        time.sleep(0.1)
 
 
 class Bench:

@@ -25,7 +25,7 @@ against the same rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -84,6 +84,27 @@ class Refused:
 
 
 CommandResult = Done | Refused
+
+
+def alternates_refusal(
+    site: Site, rack_id: str, for_source: str, ranked: tuple[str, ...], reachable: Collection[str], max_alternates: int
+) -> Refused | None:
+    """Why ranked alternates for `rack_id` cannot be set, or None: the checks every Fleet
+    makes before acting on set_alternates (unknown and unreachable sources, too many,
+    repeats). `reachable` are the sources the rack's tap has inputs on; `max_alternates`
+    what the implementation can hold."""
+    unknown = [s for s in (for_source, *ranked) if s not in site.source_index]
+    if unknown:
+        return Refused(Refusal.UNKNOWN_SOURCE, f"no source {unknown[0]!r}")
+    unreachable = [s for s in (for_source, *ranked) if s not in reachable]
+    if unreachable:
+        return Refused(Refusal.UNREACHABLE_SOURCE, f"no input of rack {rack_id!r} reaches {unreachable[0]!r}")
+    limit = min(max_alternates, len(reachable) - 1)
+    if len(ranked) > limit:
+        return Refused(Refusal.BAD_ALTERNATES, f"at most {limit} alternates for rack {rack_id!r}")
+    if len(set(ranked)) != len(ranked) or for_source in ranked:
+        return Refused(Refusal.BAD_ALTERNATES, "alternates must be distinct and differ from for_source")
+    return None
 
 
 @dataclass(frozen=True)

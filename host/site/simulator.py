@@ -41,6 +41,7 @@ from host.site.fleet import (
     SourceStatus,
     UnknownRackError,
     UnknownSourceError,
+    alternates_refusal,
 )
 from host.site.health import health_signals, to_signals
 from host.site.loads import Job, LoadConfig, LoadStep, RackLoads
@@ -352,17 +353,10 @@ class SiteSimulator:
         if r is None:
             return Refused(Refusal.UNKNOWN_RACK, f"no rack {rack_id!r}")
         ranked = tuple(ranked)
-        unknown = [s for s in (for_source, *ranked) if s not in self._site.source_index]
-        if unknown:
-            return Refused(Refusal.UNKNOWN_SOURCE, f"no source {unknown[0]!r}")
         reachable = set(self._site.reachable(rack_id))
-        unreachable = [s for s in (for_source, *ranked) if s not in reachable]
-        if unreachable:
-            return Refused(Refusal.UNREACHABLE_SOURCE, f"no input of rack {rack_id!r} reaches {unreachable[0]!r}")
-        if len(ranked) > self._alts.shape[1] or len(ranked) >= len(reachable):
-            return Refused(Refusal.BAD_ALTERNATES, f"at most {len(reachable) - 1} alternates for rack {rack_id!r}")
-        if len(set(ranked)) != len(ranked) or for_source in ranked:
-            return Refused(Refusal.BAD_ALTERNATES, "alternates must be distinct and differ from for_source")
+        refusal = alternates_refusal(self._site, rack_id, for_source, ranked, reachable, self._alts.shape[1])
+        if refusal is not None:
+            return refusal
         index = self._site.source_index
         row = np.full(self._alts.shape[1], -1, dtype=np.int64)
         row[: len(ranked)] = [index[s] for s in ranked]
