@@ -145,7 +145,9 @@ class _IntField:
         return self if reply is None else int(reply.fields[self.name])
 
 
-class Identity(Reply):
+class _Named(Reply):
+    """What IDENTIFY and DISCOVER both report about the board."""
+
     @property
     def unique_id(self) -> bytes:
         return bytes(self.fields["unique_id"])
@@ -154,6 +156,8 @@ class Identity(Reply):
     def board(self) -> str:
         return _ascii(self.fields["board"])
 
+
+class Identity(_Named):
     address = _IntField()
     epoch = _IntField()
     auth_counter = _IntField()
@@ -215,15 +219,7 @@ class Settings(Reply):
         raise KeyError(f"no channel of kind {kind} index {index}")
 
 
-class Discovered(Reply):
-    @property
-    def unique_id(self) -> bytes:
-        return bytes(self.fields["unique_id"])
-
-    @property
-    def board(self) -> str:
-        return _ascii(self.fields["board"])
-
+class Discovered(_Named):
     slot = _IntField()
 
 

@@ -51,6 +51,25 @@ def wait_until(check: Callable[[], T | None], what: str, last: Callable[[], Any]
         time.sleep(0.05)
 
 
+class NoBus:
+    """A bus that is never asked: for fleets built only to be refused."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def exchange(self, frame: bytes, timeout: float | None = None) -> bytes | None:
+        raise AssertionError("no traffic expected")
+
+    def send(self, frame: bytes) -> None:
+        raise AssertionError("no traffic expected")
+
+    def receive(self, timeout: float) -> bytes | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
 class SimTap:
     """Start with `with SimTap(tmp_path) as tap:`; tap.ask(frame) sends and returns the answer."""
 

@@ -28,7 +28,7 @@ from host.site.model import Feed, Rack, Site, Source, SourceKind, Tap
 from host.transport import SerialSettings, SerialTransport
 from protocol import catalog
 from tests.fleet_conformance import FleetConformance
-from tests.tap_rig import wait_until
+from tests.tap_rig import NoBus, wait_until
 
 TIMEOUT_S = 1.0  # per bus and attempt: a slow answer costs nothing, it only has to arrive
 TRANSFER_TIMEOUT_S = 30.0  # a transfer takes milliseconds of the taps' time; a loaded machine stretches it
@@ -139,7 +139,7 @@ class TestBusFleetConformance(FleetConformance):
 
 def test_the_fleet_names_the_taps_of_every_rack() -> None:
     site = bench_site()
-    client = TapClient(RedundantLink(_NoBus("A"), _NoBus("B")))
+    client = TapClient(RedundantLink(NoBus("A"), NoBus("B")))
     with pytest.raises(ValueError, match="no address for racks rack-3"):
         BusFleet(site, {"rack-1": 1, "tap-2": 2}, client)
     with pytest.raises(ValueError, match="share address 2"):
@@ -217,25 +217,6 @@ def test_setting_alternates_for_another_source_clears_the_first(bench: Bench) ->
     assert fleet.alternates("rack-1") == Alternates("ups-b", ("ups-c",))
     status = bench.client.status(tap.address)  # on input 1, ups-a: its ranking is gone from the tap
     assert (status.alternates_for, status.alternate_1) == (1, 0)
-
-
-class _NoBus:
-    """A bus that is never asked: for fleets built only to be refused."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def exchange(self, frame: bytes, timeout: float | None = None) -> bytes | None:
-        raise AssertionError("no traffic expected")
-
-    def send(self, frame: bytes) -> None:
-        raise AssertionError("no traffic expected")
-
-    def receive(self, timeout: float) -> bytes | None:
-        return None
-
-    def close(self) -> None:
-        pass
 
 
 def test_a_controller_of_an_older_epoch_is_fenced_out(bench: Bench) -> None:

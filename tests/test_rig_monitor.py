@@ -33,7 +33,7 @@ from host.site.fleet import HealthSignals
 from host.site.model import Feed, Rack, Site, Source, SourceKind, Tap
 from host.transport import SerialSettings, SerialTransport
 from protocol import catalog
-from tests.tap_rig import wait_until
+from tests.tap_rig import NoBus, wait_until
 
 TIMEOUT_S = 1.0  # per bus and attempt
 MONITOR = "mon-ups-1"
@@ -274,7 +274,7 @@ def test_health_answers_become_the_predictors_signals() -> None:
 
 def test_the_fleet_names_each_monitors_source_and_address() -> None:
     site = default_site(2, 2)
-    client = TapClient(RedundantLink(_NoBus("A"), _NoBus("B")))
+    client = TapClient(RedundantLink(NoBus("A"), NoBus("B")))
     taps = {"rack-01": 1, "rack-02": 2}
     with pytest.raises(ValueError, match="monitor of 'ups-9': the site has no such source"):
         BusFleet(site, taps, client, monitors={"ups-9": 3})
@@ -284,22 +284,3 @@ def test_the_fleet_names_each_monitors_source_and_address() -> None:
         BusFleet(site, taps, client, monitors={"ups-1": 3, "ups-2": 3})
     with pytest.raises(ValueError, match="address 0 is not a tap's"):
         BusFleet(site, taps, client, monitors={"ups-1": 0})
-
-
-class _NoBus:
-    """A bus that is never asked: for fleets built only to be refused."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def exchange(self, frame: bytes, timeout: float | None = None) -> bytes | None:
-        raise AssertionError("no traffic expected")
-
-    def send(self, frame: bytes) -> None:
-        raise AssertionError("no traffic expected")
-
-    def receive(self, timeout: float) -> bytes | None:
-        return None
-
-    def close(self) -> None:
-        pass
