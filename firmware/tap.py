@@ -486,6 +486,8 @@ class Tap:
             return self._set_calibration(f), hmac
         if msg_type == catalog.T_READ_SETTINGS:
             return self._read_settings(), hmac
+        if msg_type == catalog.T_READ_ALTERNATES:
+            return self._read_alternates(f), hmac
         if msg_type == catalog.T_RAISE_EPOCH:
             self.config.data["epoch"] = self.guard.epoch
             self.config.save()
@@ -637,6 +639,15 @@ class Tap:
         self.config.data["rankings"][for_input - 1] = ranked
         self.config.save()
         return self._ack()
+
+    def _read_alternates(self, f):
+        """The ranking protection holds for one input: what the tap will do, not what was sent."""
+        for_input = f["for_input"]
+        if not 1 <= for_input <= self.n:
+            return self._nak(catalog.E_OUT_OF_RANGE, 1)
+        row = self.protection.rankings[for_input - 1]
+        return self._answer(catalog.T_READ_ALTERNATES, {"for_input": for_input, "alternate_1": row[0],
+                                                        "alternate_2": row[1], "alternate_3": row[2]})
 
     def _limits_problem(self, f):
         """The 1-based position of the first field of SET_LIMITS this board cannot honour, or 0."""

@@ -77,11 +77,11 @@ Alternates
 A tap keeps a ranking per input; the fleet keeps one per rack, for one source. So
 `set_alternates` sets the ranking of the input of `for_source` and clears the ranking
 of every other input that may hold one: all of them the first time (the board's
-defaults, or another controller's, cannot be read back), afterwards the input of the
-previous `for_source`. `alternates(rack)` is what this fleet last had acknowledged,
-checked against STATUS when `for_source` is the active input (STATUS reports the
-ranking of the active input only; the tap wins a disagreement). Before any
-`set_alternates`, it is what STATUS reports for the active input.
+defaults, or another controller's), afterwards the input of the previous `for_source`.
+`alternates(rack)` is what this fleet last had acknowledged, checked against the
+ranking the tap holds for the input of `for_source` (READ_ALTERNATES; the tap wins a
+disagreement). Before any `set_alternates`, it is what STATUS reports for the active
+input.
 
 Events and `since`
 ------------------
@@ -350,17 +350,22 @@ class BusFleet:
         if route is None:
             raise UnknownRackError(rack_id)
         record = self._alternates.get(rack_id)
+        for_input = route.input_of.get(record.for_source) if record is not None and record.for_source else None
         try:
-            status = self._client.status(route.address)
+            if for_input:
+                held = self._client.read_alternates(route.address, for_input)
+                on_tap = self._named(route, for_input, held.alternates)
+            else:
+                status = self._client.status(route.address)
+                on_tap = self._named(route, int(status.fields["alternates_for"]),
+                                     [int(status.fields[f"alternate_{i}"]) for i in (1, 2, 3)])
         except TapError as exc:
             if record is not None:
                 return record  # the last acknowledged: the best there is while the tap is silent
             raise NoAnswerError(rack_id, str(exc)) from None
-        on_tap = self._status_alternates(route, status)
         if record is None:
             return on_tap
-        checkable = record.for_source is not None and route.input_of.get(record.for_source) == status.active_input
-        if checkable and on_tap.ranked != record.ranked:  # the tap lost or changed it: the tap is the truth
+        if for_input and on_tap.ranked != record.ranked:  # the tap lost or changed it: the tap is the truth
             self._alternates[rack_id] = on_tap
             return on_tap
         return record
@@ -506,20 +511,14 @@ class BusFleet:
         elif before == SourceState.UP and status.state in _SOURCE_EVENTS:
             self._append(_SOURCE_EVENTS[status.state], source_id=source_id)
 
-    def _status_alternates(self, route: _Route, status: Reply) -> Alternates:
-        """What STATUS says: the ranking of the active input, if it holds one."""
-        for_input = int(status.fields["alternates_for"])
+    def _named(self, route: _Route, for_input: int, inputs: list[int]) -> Alternates:
+        """A tap's ranking for one input (0s end it) by source: none if that input holds none."""
         ranked = []
-        for name in ("alternate_1", "alternate_2", "alternate_3"):
-            k = int(status.fields[name])
-            if not k:
-                break
-            if k not in route.source_of:
-                break  # an input the site does not wire: nothing the fleet can name
+        for k in inputs:
+            if not k or k not in route.source_of:
+                break  # the end, or an input the site does not wire: nothing the fleet can name
             ranked.append(route.source_of[k])
-        if not for_input or for_input not in route.source_of:
-            return Alternates(None, ())
-        if not ranked:
+        if not for_input or for_input not in route.source_of or not ranked:
             return Alternates(None, ())
         return Alternates(route.source_of[for_input], tuple(ranked))
 

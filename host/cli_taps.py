@@ -351,17 +351,21 @@ def limits_command(tap: str, changes: tuple[str, ...], db: Path | None, bus_a: s
 @one_line_errors
 def alternates_command(tap: str, lost: str | None, takers: tuple[str, ...], db: Path | None, bus_a: str | None,
                        bus_b: str | None, baud: int, rig_dir: Path | None, as_json: bool) -> None:
-    """Show the failover order, or set it: LOST TAKER... (source ids or input numbers)."""
+    """Show the failover order (read from the tap; from the command history without a bus),
+    or set it: LOST TAKER... (source ids or input numbers)."""
     if lost is not None and not takers:
         raise click.UsageError("name the sources to take over when LOST is lost, best first")
-    with _session(db, bus_a, bus_b, baud, rig_dir, buses=lost is not None) as session:
+    buses = lost is not None or rig_dir is not None or bool(bus_a or bus_b)
+    with _session(db, bus_a, bus_b, baud, rig_dir, buses=buses) as session:
         if lost is not None:
             result = operate.set_alternates(session, tap, lost, takers)
         else:
             result = operate.current_alternates(session, session.tap(tap))
-    text = "\n".join(f"{kind}: " + ("; ".join(f"{k} -> {', '.join(v)}" for k, v in result[kind].items()) or "none")
-                     for kind in ("planned", "set"))
-    _emit(result, as_json, text)
+    lines = [f"{label}: " + ("; ".join(f"{k} -> {', '.join(v)}" for k, v in result[kind].items()) or "none")
+             for kind, label in (("planned", "planned"), ("set", f"set ({result['origin']})"))]
+    if result["differs"]:
+        lines.append(f"differs from the plan for: {', '.join(result['differs'])}")
+    _emit(result, as_json, "\n".join(lines))
 
 
 @click.command("capture")

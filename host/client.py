@@ -219,6 +219,17 @@ class Settings(Reply):
         raise KeyError(f"no channel of kind {kind} index {index}")
 
 
+class Ranking(Reply):
+    """READ_ALTERNATES: where the tap goes by itself when `for_input` is active and lost."""
+
+    for_input = _IntField()
+
+    @property
+    def alternates(self) -> list[int]:
+        """The ranked inputs, best first, without the zeros that end the list."""
+        return [int(self.fields[f"alternate_{i}"]) for i in (1, 2, 3) if self.fields[f"alternate_{i}"]]
+
+
 class Discovered(_Named):
     slot = _IntField()
 
@@ -230,6 +241,7 @@ _RESULTS: dict[str, type[Reply]] = {
     "STATUS": Status,
     "TELEMETRY": Telemetry,
     "READ_SETTINGS": Settings,
+    "READ_ALTERNATES": Ranking,
     "DISCOVER": Discovered,
 }
 
@@ -361,6 +373,10 @@ class TapClient:
     def read_settings(self, address: int) -> Settings:
         """The limits in force and every channel's calibration (protocol minor 1)."""
         return _typed(self.ask(address, "READ_SETTINGS"), Settings)
+
+    def read_alternates(self, address: int, for_input: int) -> Ranking:
+        """The failover order the tap holds for one input (protocol minor 2)."""
+        return _typed(self.ask(address, "READ_ALTERNATES", {"for_input": for_input}), Ranking)
 
     def read_events(self, address: int, since: int = 0, max_count: int = 30) -> Reply:
         return self.ask(address, "READ_EVENTS", {"since": since, "max_count": max_count})

@@ -381,21 +381,54 @@ def input_of(tap: TapInfo, source: str) -> int:
                         f"{', '.join(f'{k} {s}' for k, s in enumerate(tap.inputs, start=1)) or 'none'})")
 
 
-def current_alternates(session: Session, tap: TapInfo) -> dict[str, Any]:
-    """The failover order as planned (site file), as last acknowledged by the tap (history)."""
+ALTERNATES_FROM_TAP = "read from the tap"
+
+
+def _acknowledged_alternates(session: Session, tap: TapInfo) -> dict[int, list[int]]:
+    """Per input, the ranking of the last SET_ALTERNATES the tap acknowledged (command history)."""
     acknowledged: dict[int, list[int]] = {}
     for record in session.inventory.commands(tap.id):
         if record.message == "SET_ALTERNATES" and record.state == CommandState.ACKNOWLEDGED:
             ranked = [record.fields[f"alternate_{i}"] for i in (1, 2, 3)]
             acknowledged[int(record.fields["for_input"])] = [k for k in ranked if k]
+    return acknowledged
+
+
+def _held_alternates(session: Session, tap: TapInfo) -> tuple[dict[int, list[int]], str]:
+    """Per input, the ranking the tap holds (READ_ALTERNATES, every input), and where it comes
+    from. When the tap cannot be asked (no bus given), does not answer or predates the message,
+    the last rankings it acknowledged (the command history); the origin then says why."""
+    why = "no bus given"
+    if session.ports is not None:
+        client = session.client(tap.bus)
+        try:
+            held = {k: client.read_alternates(address_of(tap), k).alternates for k in range(1, len(tap.inputs) + 1)}
+            return {k: v for k, v in held.items() if v}, ALTERNATES_FROM_TAP
+        except TapTimeout:
+            why = "the tap did not answer READ_ALTERNATES"
+        except TapRefused as exc:
+            why = ("its firmware predates READ_ALTERNATES (protocol minor 2)" if exc.code == catalog.E_UNKNOWN_TYPE
+                   else f"the tap refused READ_ALTERNATES: {exc.name}")
+    return _acknowledged_alternates(session, tap), f"last set, from the command history ({why})"
+
+
+def current_alternates(session: Session, tap: TapInfo) -> dict[str, Any]:
+    """The failover order as planned (site file) and as the tap holds it (`set`, read from the
+    tap when a bus is given; `origin` says where it came from); `differs` lists the inputs
+    whose two rankings disagree."""
+    held, origin = _held_alternates(session, tap)
 
     def named(ranking: Sequence[int]) -> list[str]:
         return [_source_of(tap, k) or str(k) for k in ranking]
 
+    inputs = sorted(set(held) | set(tap.alternates))
+    differs = [k for k in inputs if list(held.get(k, [])) != list(tap.alternates.get(k, []))]
     return {
         "tap": tap.id,
         "planned": {_source_of(tap, k) or str(k): named(v) for k, v in sorted(tap.alternates.items())},
-        "set": {_source_of(tap, k) or str(k): named(v) for k, v in sorted(acknowledged.items())},
+        "set": {_source_of(tap, k) or str(k): named(v) for k, v in sorted(held.items())},
+        "origin": origin,
+        "differs": [_source_of(tap, k) or str(k) for k in differs],
     }
 
 

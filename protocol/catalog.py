@@ -7,8 +7,9 @@
 
 # -- versioning -----------------------------------------------------------------
 VERSION = 1  # header byte 0; a receiver refuses any other value
-PROTOCOL_MINOR = 1  # reported by IDENTIFY; minor revisions only append fields/types
+PROTOCOL_MINOR = 2  # reported by IDENTIFY; minor revisions only append fields/types
 # minor 1: READ_SETTINGS and SET_CALIBRATION; config_crc also covers the calibration
+# minor 2: READ_ALTERNATES
 
 # -- framing ----------------------------------------------------------------------
 CRC_LEN = 4  # CRC-32 (IEEE, as binascii.crc32) of the body, little-endian
@@ -169,6 +170,14 @@ _INPUT = (
     ("state", "B", "bits"),
 )
 
+# one input's failover order: SET_ALTERNATES sets it, READ_ALTERNATES answers it
+_RANKING = (
+    ("for_input", "B", "index"),
+    ("alternate_1", "B", "index"),
+    ("alternate_2", "B", "index"),
+    ("alternate_3", "B", "index"),
+)
+
 _EVENT = (
     ("time_ms", "I", "ms"),
     ("code", "B", "enum"),
@@ -295,16 +304,14 @@ MESSAGES = (
         ("host_silent_s", "H", "s"),
     )),
     (0x22, "READ_SETTINGS", False, UNICAST, _NONE, _SETTINGS),
+    (0x23, "READ_ALTERNATES", False, UNICAST, (
+        ("for_input", "B", "index"),
+    ), _RANKING),
     (0x30, "SWITCH", True, UNICAST, (
         ("expected_input", "B", "index"),
         ("target_input", "B", "index"),
     ), None),
-    (0x31, "SET_ALTERNATES", True, UNICAST, (
-        ("for_input", "B", "index"),
-        ("alternate_1", "B", "index"),
-        ("alternate_2", "B", "index"),
-        ("alternate_3", "B", "index"),
-    ), None),
+    (0x31, "SET_ALTERNATES", True, UNICAST, _RANKING, None),
     (0x32, "SET_LIMITS", True, UNICAST, _LIMITS, None),
     (0x33, "SET_KEY", True, UNICAST, (
         ("wrapped_key", "32s", "bytes"),
@@ -376,6 +383,7 @@ T_ASSIGN_ADDRESS = 0x12
 T_TELEMETRY = 0x20
 T_STATUS = 0x21
 T_READ_SETTINGS = 0x22
+T_READ_ALTERNATES = 0x23
 T_SWITCH = 0x30
 T_SET_ALTERNATES = 0x31
 T_SET_LIMITS = 0x32

@@ -296,6 +296,11 @@ def good_vectors() -> list[dict[str, Any]]:
     settings = req(TAP, "READ_SETTINGS", 20)
     out.append(("read settings request", settings))
     out.append(("read settings response, 4 inputs and the current", resp(settings, TAP, "READ_SETTINGS", _settings())))
+    alternates = req(TAP, "READ_ALTERNATES", 22, {"for_input": 2})
+    out.append(("read alternates request", alternates))
+    ranking = {"for_input": 2, "alternate_1": 3, "alternate_2": 1, "alternate_3": 0}
+    out.append(("read alternates response, input 2: input 3 then input 1", resp(alternates, TAP, "READ_ALTERNATES",
+                                                                                ranking)))
 
     events = req(TAP, "READ_EVENTS", 13, {"since": 1200, "max_count": 16})
     out.append(("read events request", events))

@@ -217,6 +217,10 @@ def test_setting_alternates_for_another_source_clears_the_first(bench: Bench) ->
     assert fleet.alternates("rack-1") == Alternates("ups-b", ("ups-c",))
     status = bench.client.status(tap.address)  # on input 1, ups-a: its ranking is gone from the tap
     assert (status.alternates_for, status.alternate_1) == (1, 0)
+    # another controller ranks ups-b's input (not the active one) behind this fleet's back:
+    # READ_ALTERNATES shows it, and the tap wins
+    bench.client.set_alternates(tap.address, tap.inputs.index("ups-b") + 1, (tap.inputs.index("ups-a") + 1,))
+    assert fleet.alternates("rack-1") == Alternates("ups-b", ("ups-a",))
 
 
 def test_a_controller_of_an_older_epoch_is_fenced_out(bench: Bench) -> None:

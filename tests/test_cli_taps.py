@@ -55,6 +55,9 @@ def test_reads_print_json(bench: Bench) -> None:
     assert limits.exit_code == 0, limits.output
     assert json.loads(limits.output)["origin"] == "read from the tap"
     assert json.loads(limits.output)["limits"]["instantaneous_mA"] == 40_000  # the board's, not the firmware's 320 A
+    alternates = ibt("alternates", "tap-1", *where)  # every input's ranking, read from the tap
+    assert alternates.exit_code == 0, alternates.output
+    assert "set (read from the tap): ups-1 -> ups-2" in alternates.output
     scan = ibt("scan", *where, "--json")
     assert scan.exit_code == 0 and json.loads(scan.output) == []  # every tap has its address
     text = ibt("status", "tap-1", *where)

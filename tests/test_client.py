@@ -15,6 +15,7 @@ from host.client import (
     FencedOut,
     Identity,
     MemoryKeys,
+    Ranking,
     Reply,
     Settings,
     Status,
@@ -58,6 +59,7 @@ class FakeTap:
     last_counter: int = 0
     active: int = 1
     calibration: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)  # (kind, index): (gain, offset)
+    rankings: dict[int, dict[str, int]] = field(default_factory=dict)  # for_input: SET_ALTERNATES's fields
     executed: list[str] = field(default_factory=list)
     cache: dict[tuple[int, int, bytes], Frame] = field(default_factory=dict)
 
@@ -104,6 +106,12 @@ class FakeTap:
             if not catalog.CAL_GAIN_MIN_PPM <= fields["gain_ppm"] <= catalog.CAL_GAIN_MAX_PPM:
                 return self.nak(req, catalog.E_OUT_OF_RANGE, 3)
             self.calibration[fields["kind"], fields["index"]] = (fields["gain_ppm"], fields["offset_counts"])
+        elif name == "SET_ALTERNATES":
+            self.rankings[fields["for_input"]] = dict(fields)
+        elif name == "READ_ALTERNATES":
+            ranking = self.rankings.get(fields["for_input"], {"for_input": fields["for_input"]})
+            return messages.response(req, self.address, name, zero_fields(messages.MESSAGES[req.type].response)
+                                     | ranking)
         elif name == "CAPTURE_INFO" and fields["capture_id"] != 7:
             return self.nak(req, catalog.E_NO_CAPTURE, 7)
         message = messages.MESSAGES[req.type]
@@ -259,6 +267,7 @@ CALLS: dict[str, Callable[[TapClient], Reply]] = {
     "SET_KEY": lambda c: c.set_key(ADDRESS, bytes(range(1, 33))),
     "SET_CALIBRATION": lambda c: c.set_calibration(ADDRESS, catalog.CHANNEL_INPUT_VOLTAGE, 1, 1_020_000, -2),
     "READ_SETTINGS": lambda c: c.read_settings(ADDRESS),
+    "READ_ALTERNATES": lambda c: c.read_alternates(ADDRESS, 2),
     "RAISE_EPOCH": lambda c: (setattr(c, "epoch", EPOCH + 1), c.raise_epoch(ADDRESS))[1],
     "RESET": lambda c: c.reset(ADDRESS),
     "READ_EVENTS": lambda c: c.read_events(ADDRESS, since=0, max_count=5),
@@ -286,6 +295,16 @@ def test_each_call_sends_its_message_and_returns_a_reply(name: str) -> None:
     assert (sent.auth is not None) == messages.message_named(name).authenticated
     if messages.message_named(name).response is None:
         assert reply.request_type == sent.type  # an ACK
+
+
+def test_alternates_are_set_signed_and_read_back_typed() -> None:
+    tap = FakeTap()
+    client, _, _ = make(tap)
+    assert client.read_alternates(ADDRESS, 2).alternates == []
+    client.set_alternates(ADDRESS, 2, [1])
+    ranking = client.read_alternates(ADDRESS, 2)
+    assert isinstance(ranking, Ranking) and ranking.for_input == 2 and ranking.alternates == [1]
+    assert tap.executed[-1] == "READ_ALTERNATES" and not messages.message_named("READ_ALTERNATES").authenticated
 
 
 def test_calibration_is_set_signed_and_read_back_typed() -> None:

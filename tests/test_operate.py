@@ -136,9 +136,15 @@ def test_limits_that_do_not_coordinate_with_the_board_are_refused(bench: Bench, 
             wanted | {"tms_milli": 200}, "last set, from the command history (no bus given)")
 
 
-def test_alternates_are_set_by_source_and_read_back(session: Session) -> None:
+def test_alternates_are_set_by_source_and_read_back(bench: Bench, session: Session) -> None:
     result = operate.set_alternates(session, "tap-2", "ups-1", ["ups-2"])
-    assert result["set"] == {"ups-1": ["ups-2"]} and result["planned"] == {"ups-2": ["ups-1"]}
+    # read from the tap, every input: input 1 (ups-2) still on the board's default ranking
+    assert result["set"] == {"ups-2": ["ups-1"], "ups-1": ["ups-2"]} and result["planned"] == {"ups-2": ["ups-1"]}
+    assert result["origin"] == operate.ALTERNATES_FROM_TAP and result["differs"] == ["ups-1"]
+    with Session.open(bench.db) as offline:
+        known = operate.current_alternates(offline, offline.tap("tap-2"))
+    assert known["set"] == {"ups-1": ["ups-2"]}  # only what this host acknowledged
+    assert known["origin"] == "last set, from the command history (no bus given)"
     with pytest.raises(OperatorError, match="must be up to 3 other inputs"):
         operate.set_alternates(session, "tap-2", "ups-1", ["ups-1"])
 

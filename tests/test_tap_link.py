@@ -14,7 +14,7 @@ from host.plant import DcBus, Load, Plant, Source, Vibration
 from protocol import catalog
 from tests import int_guard
 from tests.protection_rig import HONGFA_HFE20
-from tests.tap_rig import ADDRESS, EPOCH, KEY, PATIENCE_S, UNIQUE_ID, SimTap
+from tests.tap_rig import ADDRESS, EPOCH, KEY, PATIENCE_S, SIM_BOARD, UNIQUE_ID, SimTap
 
 
 @pytest.fixture
@@ -89,6 +89,29 @@ def test_epoch_alternates_events_and_reset(tap: SimTap) -> None:
     assert tap.plant.commands == before and tap.plant.relays[0].conducting
     after_reset = tap.ask(tap.plain("READ_EVENTS", {"since": 0, "max_count": 10})).fields()
     assert after_reset["head"] == 1  # the RAM log starts again with the new boot
+
+
+def _ranking(tap: SimTap, for_input: int) -> list[int]:
+    fields = tap.ask(tap.plain("READ_ALTERNATES", {"for_input": for_input})).fields()
+    assert fields["for_input"] == for_input
+    return [fields[f"alternate_{i}"] for i in (1, 2, 3)]
+
+
+def test_read_alternates_answers_the_ranking_in_force(tap: SimTap) -> None:
+    _wait_measured(tap)
+    default = _ranking(tap, 1)
+    assert default == SIM_BOARD["default_alternates"] and _ranking(tap, 2) == [0, 0, 0]
+    set_two = {"for_input": 2, "alternate_1": 1, "alternate_2": 0, "alternate_3": 0}
+    assert tap.ask(tap.signed("SET_ALTERNATES", set_two)).type == catalog.T_ACK
+    assert _ranking(tap, 2) == [1, 0, 0] and _ranking(tap, 1) == default
+    refused = tap.ask(tap.signed("SET_ALTERNATES", {**set_two, "alternate_1": 2})).fields()
+    assert refused["error"] == catalog.E_OUT_OF_RANGE and _ranking(tap, 2) == [1, 0, 0]  # nothing changed
+    for absent in (0, 3):
+        nak = tap.ask(tap.plain("READ_ALTERNATES", {"for_input": absent})).fields()
+        assert nak["error"] == catalog.E_OUT_OF_RANGE and nak["detail"] == 1
+    assert tap.ask(tap.signed("RESET", {"mode": 0})).type == catalog.T_ACK
+    time.sleep(0.2)
+    assert _ranking(tap, 2) == [1, 0, 0] and _ranking(tap, 1) == default  # from flash after the reset
 
 
 def test_phase_and_temperature_in_telemetry(tmp_path: Path, mpy_tree: Path) -> None:
