@@ -18,11 +18,15 @@ the column "wanted" is what the heuristic moves with no budget at all.
 Methods, each scored by the independent checker (host/allocate/check.py), which
 simulates every single source loss with the racks on their alternates:
 - milp: `solve_milp` (HiGHS through highspy), exact up to its tolerances (U within 0.5%, then
-  the least weighted moves); only at 100 x 4 and 500 x 8, with a time limit per solve
-  (`--milp-limit`, 30 s by default; the LP relaxation, the alternates-relaxed model that seeds
-  stage 1 with a quarter of the limit, the packings of its plans, min U, min moves at that U).
+  the least weighted moves); only at 100 x 4 and 500 x 8, with one time limit for the whole
+  solve (`--milp-limit`, 30 s by default; stage 1 (min U: the LP relaxation, the
+  alternates-relaxed model that seeds it with a quarter of the limit, the packings of its
+  plans, polishing, the full model) ends by 70% of it, stage 2 (min moves at that U: the
+  alternates-relaxed model's floor under the moves, then the full model) has the rest).
   Its time includes its own LP bound, and its bound ("proven") is the best lower bound it
-  proved: the LP bound, or higher if the relaxed model or HiGHS proved more.
+  proved: the LP bound, or higher if the relaxed model or HiGHS proved more. The notes give
+  its weighted moves (deferrable 1, normal 2, critical 4, plus tie-breakers worth under one
+  move) against the floor it proved under them.
 - heuristic: `solve_heuristic` (greedy plus local search), at every size.
 - none (no rebalancing): the current assignment, no voluntary move, with the heuristic's
   contingency-aware alternates for it (the heuristic run with a move budget of 0: LPT
@@ -161,6 +165,9 @@ def run_size(racks: int, sources: int, seed: int, milp_limit_s: float, full_lp: 
             rows.append(score(problem, solution, size, seed, solution.lp_bound, "proven"))
         else:
             rows.append(score(problem, solution, size, seed, bound, kind))
+        if own_bound and solution.move_cost is not None:
+            floor = "none proven" if solution.move_floor is None else f"proven floor {solution.move_floor:.2f}"
+            note += f"; milp weighted moves {solution.move_cost:.2f} ({floor})"
         if solution.note and own_bound:
             note += f"; milp: {solution.note}"
     return rows, note
@@ -213,7 +220,7 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(f"{r}x{s}" for r, s in SIZES),
                         help="comma-separated RACKSxSOURCES among " + ", ".join(f"{r}x{s}" for r, s in SIZES))
     parser.add_argument("--seeds", default="1,2", help="comma-separated generator seeds (default 1,2)")
-    parser.add_argument("--milp-limit", type=float, default=30.0, help="MILP time limit per solve, s (default 30)")
+    parser.add_argument("--milp-limit", type=float, default=30.0, help="MILP time limit, whole solve, s (default 30)")
     parser.add_argument("--full-lp", action="store_true", help="also solve the LP relaxation at 10,000 x 16")
     args = parser.parse_args()
     sizes = []
@@ -225,7 +232,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     start = time.perf_counter()
     print(f"Allocation optimiser, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"highspy {version('highspy')} (HiGHS); MILP time limit {args.milp_limit:g} s per solve")
+          f"highspy {version('highspy')} (HiGHS); MILP time limit {args.milp_limit:g} s per site")
     print()
     print(f"Tight sites: load {100 * LOAD_SHARE:.0f}% of what N-1 allows (overload allowance "
           f"{100 * OVERLOAD_ALLOWANCE:.0f}%), so U >= {LOAD_SHARE * (1 + OVERLOAD_ALLOWANCE):.3f} for any plan.")

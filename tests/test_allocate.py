@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from host.allocate import milp
 from host.allocate.check import check
 from host.allocate.generate import tight_problem
 from host.allocate.heuristic import solve_heuristic
-from host.allocate.milp import _choose_moves, _Model, lp_bound, solve_milp
+from host.allocate.milp import MIN_STEP_S, _Budget, _choose_moves, _HallModel, _Model, lp_bound, solve_milp
 from host.allocate.plan import Plan, make_plan, order_moves
 from host.allocate.problem import AllocationError, Policy, Problem
 from host.allocate.solution import Shortfall, Solution, Status
@@ -364,6 +365,34 @@ def test_relaxed_alternates_bound_every_plan_and_their_moves_keep_the_budget() -
             if v > 0.5:
                 assign[model.pr[col - model.x0]] = model.ps[col - model.x0]
         assert int((assign != problem.current).sum()) <= problem.policy.move_budget
+
+
+def test_the_moves_floor_of_the_relaxation_lies_under_the_least_moves() -> None:
+    """Stage 2's floor, proven in the relaxation without alternates, is below the least
+    weighted moves the full model proves at the same U, and the plan's cost is above it."""
+    problem = tight_problem(40, 4, seed=5, budget=6)
+    solution = solve_milp(problem, time_limit_s=30)
+    assert solution.move_cost is not None and solution.move_floor is not None
+    assert solution.move_floor <= solution.move_cost + 1e-9
+    model = _Model(problem, np.zeros(problem.n_racks, dtype=bool), elastic=False)
+    c = model.move_cost()
+    hall = _HallModel(problem, model)
+    _, floor = hall.choose(c[model.x0 : model.x0 + hall.n_pairs], upper_u=solution.u, time_limit_s=30, gap=0.0)
+    exact = model.solve(c, upper_u=solution.u, time_limit_s=30, gap=0.0)
+    assert exact.status == 0 and exact.x is not None
+    assert floor <= float(c @ exact.x) + 1e-6 <= solution.move_cost + 1e-6
+
+
+def test_the_budget_gives_each_step_a_share_within_what_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(milp.time, "perf_counter", lambda: now[0])
+    budget = _Budget(10.0)
+    assert budget.share(0.25) == pytest.approx(2.5)
+    now[0] += 6.0
+    assert budget.share(0.25, until=0.7) == pytest.approx(1.0) and not budget.spent(0.7)
+    now[0] += 1.5  # stage 1's share is spent: its steps get the minimum, stage 2 what is left
+    assert budget.spent(0.7) and budget.share(1.0, 0.7) == MIN_STEP_S
+    assert budget.share(1.0) == pytest.approx(2.5)
 
 
 def _site() -> Site:

@@ -27,8 +27,13 @@ fixed the alternates are packed exactly (a fraction of a second); (c) the better
 plan and the heuristic's is polished around its bottleneck (see `_polish`); (d) only if it
 is still not within U_GAP of the bound does the full model run, from it. U is bounded below
 by the LP bound and (a)'s proven bound, valid for every plan, so every gap is honest.
-Stage 2 starts from stage 1's plan. scipy.optimize.milp cannot take a start, which is why
-HiGHS is called through highspy.
+Stage 2 starts from stage 1's plan. Its LP bound on moves is weak (30 weighted moves
+against 55 found at 500 x 8), so the same relaxation without alternates, minimising moves
+with U held, first proves a floor under the moves of every plan (and offers its choices,
+packed exactly, as cheaper starts); the full model then searches from the cheapest plan.
+scipy.optimize.milp cannot take a start, which is why HiGHS is called through highspy.
+The time limit is one budget for the whole solve (`_Budget`): stage 1 ends by
+STAGE_ONE_SHARE of it, stage 2 has the rest.
 
 Objective, lexicographic in two solves: first minimise U; then, with U held at its
 optimum, minimise the weighted moves (deferrable 1, normal 2, critical 4, so two
@@ -73,7 +78,10 @@ THD_SHARE = 0.2  # and the THD one this share
 U_GAP = 5e-3  # stage 1 stops once U is proven within 0.5% of the best: proving a min-max exactly costs far more
 U_SLACK = 2e-3  # stage 2 may give up this share of U for fewer moves
 MOVE_SLACK = 0.45  # stage 2 stops once proven within this of the least cost: below one move, above the tie-breakers
+STAGE_ONE_SHARE = 0.7  # stage 1 ends by this share of the time limit at the latest; stage 2 has the rest
 RELAXED_SHARE = 0.25  # of the time limit for the relaxed-alternates solve that seeds stage 1: a start, not a proof
+FLOOR_SHARE = 0.1  # of the time limit for stage 2's relaxed-alternates solve: a floor under the moves
+MIN_STEP_S = 0.05  # a step late in the budget still gets this long: HiGHS returns its start, or a plan
 RELAXED_GAP = 1e-3  # it stops once its U is proven within 0.1%: packing loses more than that anyway
 PACK_TRIES = 3  # the relaxation's plans whose alternates are packed exactly, for a start
 PACK_SHARE = 0.1  # of the time limit for each packing (they take 0.02-2 s at 500 x 8)
@@ -85,6 +93,24 @@ BOUND_MARGIN = 1e-7  # a lower bound on U handed back to HiGHS is lowered by thi
 
 
 _Choice = tuple[list[dict[int, float]], float]  # columns fixed to choices of moves, and a proven lower bound
+
+
+class _Budget:
+    """The wall clock of one solve: each step asks for a share of the whole time limit,
+    capped by what is left before a point of it (stage 1 must leave time to stage 2)."""
+
+    def __init__(self, time_limit_s: float) -> None:
+        self.time_limit_s = time_limit_s
+        self.start = time.perf_counter()
+
+    def share(self, fraction: float, until: float = 1.0) -> float:
+        """Seconds for a step: `fraction` of the time limit, within what is left before
+        `until` of it has passed, and at least MIN_STEP_S."""
+        left = until * self.time_limit_s - (time.perf_counter() - self.start)
+        return max(min(fraction * self.time_limit_s, left), MIN_STEP_S)
+
+    def spent(self, until: float = 1.0) -> bool:
+        return time.perf_counter() - self.start >= until * self.time_limit_s
 
 
 @dataclass
@@ -354,14 +380,16 @@ class _Model:
 
 def solve_milp(problem: Problem, *, time_limit_s: float = 30.0) -> Solution:
     """The exact plan for `problem`: see the module docstring for the formulation.
-    `time_limit_s` applies to each of the main solves (LP bound, min U, min moves; each
-    step of seeding stage 1 takes a share of it: a quarter, a tenth per packing, a sixth
-    per polishing round); a solve stopped by it keeps its best plan, with status FEASIBLE
-    and its gap to the best proven lower bound (`lp_bound` of the solution)."""
+    `time_limit_s` is the wall-clock budget of the whole solve when a plan exists: stage 1
+    (its seeding steps each a share: a quarter for the relaxation, a tenth per packing, a
+    sixth per polishing round) ends by STAGE_ONE_SHARE of it, stage 2 has the rest. A
+    solve stopped by it keeps its best plan, with status FEASIBLE and its gap to the best
+    proven lower bound (`lp_bound` of the solution). When no plan covers N-1, diagnosing
+    why and finding the least deferrable load to shed take up to the time limit each."""
     start = time.perf_counter()
     none = np.zeros(problem.n_racks, dtype=bool)
     model = _Model(problem, none, elastic=False)
-    solution = _optimise(problem, model, {}, start, time_limit_s)
+    solution = _optimise(problem, model, {}, start, _Budget(time_limit_s))
     if solution is not None:
         return solution
     shortfalls, assign, alternate = _diagnose(problem, time_limit_s)
@@ -374,32 +402,30 @@ def solve_milp(problem: Problem, *, time_limit_s: float = 30.0) -> Solution:
         if found.x is not None:
             shed = found.x[shed_model.shed0 : shed_model.shed0 + len(shed_model.shed_racks)] > 0.5
             fixed = {shed_model.shed0 + i: float(s) for i, s in enumerate(shed)}
-            solution = _optimise(problem, shed_model, fixed, start, time_limit_s, shortfalls)
+            solution = _optimise(problem, shed_model, fixed, start, _Budget(time_limit_s), shortfalls)
             if solution is not None:
                 return solution
     return Solution("milp", Status.INFEASIBLE, assign, alternate, np.inf, None,
                     time.perf_counter() - start, shortfalls)  # fmt: skip
 
 
-def _optimise(problem: Problem, model: _Model, fixed: dict[int, float], start: float, time_limit_s: float,
+def _optimise(problem: Problem, model: _Model, fixed: dict[int, float], start: float, budget: _Budget,
               shortfalls: tuple[Shortfall, ...] = ()) -> Solution | None:  # fmt: skip
     """Stage 1 (min U, seeded: see the module docstring), stage 2 (min moves at that U)
     and the LP bound; None if infeasible."""
     c_u = np.zeros(model.n_vars)
     c_u[model.u] = 1.0
-    relaxed = model.solve(c_u, relax=True, fixed=fixed, time_limit_s=time_limit_s)
+    relaxed = model.solve(c_u, relax=True, fixed=fixed, time_limit_s=budget.share(1.0, STAGE_ONE_SHARE))
     if relaxed.infeasible:
         return None  # not even the relaxation is feasible
     bound = relaxed.bound if relaxed.status == 0 else -np.inf  # -inf: the LP stopped at the time limit
-    first, lower = _stage_one(problem, model, fixed, bound, time_limit_s)
+    hall = None if fixed else _HallModel(problem, model)  # the seeds know nothing of shedding
+    first, lower = _stage_one(problem, model, fixed, bound, budget, hall)
     if first.x is None:
         return None
     u_star = float(first.x[model.u])
     u_cap = u_star * (1.0 + U_SLACK) + U_TOLERANCE
-    c_moves = model.move_cost()
-    gap = MOVE_SLACK / max(float(c_moves @ first.x), MOVE_SLACK)  # stage 1's plan bounds stage 2's cost
-    second = model.solve(c_moves, upper_u=u_cap, fixed=fixed, start=first.x, time_limit_s=time_limit_s,
-                         gap=min(gap, 0.5))  # fmt: skip
+    second, floor = _stage_two(model, fixed, first.x, u_cap, lower, hall, budget)
     best = second.x if second.x is not None else first.x
     assign, alternate = model.decode(best)
     proven = first.status == 0 and second.status == 0
@@ -408,24 +434,25 @@ def _optimise(problem: Problem, model: _Model, fixed: dict[int, float], start: f
     u = problem.worst_post(assign, alternate)
     proven_bound = max(bound, lower) if np.isfinite(max(bound, lower)) else None
     return Solution("milp", status, assign, alternate, u, proven_bound, time.perf_counter() - start,
-                    shortfalls, note)  # fmt: skip
+                    shortfalls, note, float(model.move_cost() @ best), floor)  # fmt: skip
 
 
-def _stage_one(problem: Problem, model: _Model, fixed: dict[int, float], bound: float,
-               time_limit_s: float) -> tuple[_Result, float]:  # fmt: skip
+def _stage_one(problem: Problem, model: _Model, fixed: dict[int, float], bound: float, budget: _Budget,
+               hall: _HallModel | None) -> tuple[_Result, float]:  # fmt: skip
     """Min U from a good start; also the best proven lower bound on U. Every bound used is
     valid for every plan, so U >= it cuts no plan and the gap HiGHS reports is honest."""
     c_u = np.zeros(model.n_vars)
     c_u[model.u] = 1.0
     lower = bound
     starts: list[FloatArray] = []
-    if not fixed:
-        choices, relaxed_bound = _choose_moves(problem, model, RELAXED_SHARE * time_limit_s)
+    if hall is not None:
+        choices, relaxed_bound = hall.choose(None, time_limit_s=budget.share(RELAXED_SHARE, STAGE_ONE_SHARE),
+                                             gap=RELAXED_GAP)  # fmt: skip
         if np.isfinite(relaxed_bound):  # infinite if infeasible: the full model then says so itself
             lower = max(lower, relaxed_bound)
         for moves in choices:
-            packed = model.solve(c_u, fixed=moves, lower_u=_below(lower), time_limit_s=PACK_SHARE * time_limit_s,
-                                 gap=U_GAP / 10)  # fmt: skip
+            packed = model.solve(c_u, fixed=moves, lower_u=_below(lower),
+                                 time_limit_s=budget.share(PACK_SHARE, STAGE_ONE_SHARE), gap=U_GAP / 10)  # fmt: skip
             if packed.x is not None:
                 starts.append(packed.x)
     if not fixed:  # the heuristic knows nothing of shedding
@@ -434,15 +461,54 @@ def _stage_one(problem: Problem, model: _Model, fixed: dict[int, float], bound: 
             starts.append(model.encode(plan.assign, plan.alternate, plan.u + U_TOLERANCE))
     best = min(starts, key=lambda v: float(v[model.u]), default=None)
     if best is not None and not fixed:
-        best = _polish(problem, model, best, lower, POLISH_SHARE * time_limit_s)
+        best = _polish(problem, model, best, lower, budget)
     if best is not None and float(best[model.u]) <= lower * (1.0 + U_GAP):
         return _Result(best, 0, "start within the gap", lower), lower
-    first = model.solve(c_u, fixed=fixed, lower_u=_below(lower), start=best, time_limit_s=time_limit_s)
+    first = model.solve(c_u, fixed=fixed, lower_u=_below(lower), start=best,
+                        time_limit_s=budget.share(1.0, STAGE_ONE_SHARE))  # fmt: skip
     lower = max(lower, first.bound if np.isfinite(first.bound) else lower)
     return first, lower
 
 
-def _polish(problem: Problem, model: _Model, plan: FloatArray, lower: float, time_limit_s: float) -> FloatArray:
+def _stage_two(model: _Model, fixed: dict[int, float], first: FloatArray, u_cap: float, lower_u: float,
+               hall: _HallModel | None, budget: _Budget) -> tuple[_Result, float | None]:  # fmt: skip
+    """Min weighted moves (and tie-breakers) with U <= u_cap, from stage 1's plan. First in
+    the relaxation without alternates: its proven optimum bounds the cost of every plan, and
+    a choice of its that packs under u_cap within MOVE_SLACK of that bound is the answer,
+    proven without the full model, whose LP bound on moves is far too weak to prove
+    anything at 500 x 8 (30 against 55 weighted moves). Else the full model, from the
+    cheapest plan so far."""
+    c_u = np.zeros(model.n_vars)
+    c_u[model.u] = 1.0
+    c_moves = model.move_cost()
+    best, cost = first, float(c_moves @ first)
+    floor = -np.inf  # a proven lower bound on the cost of every plan with U <= u_cap
+    if hall is not None:
+        c_pairs = c_moves[model.x0 : model.x0 + hall.n_pairs]
+        choices, floor = hall.choose(c_pairs, upper_u=u_cap, time_limit_s=budget.share(FLOOR_SHARE),
+                                     gap=MOVE_SLACK / max(cost, MOVE_SLACK))  # fmt: skip
+        for moves in choices:
+            if float(c_moves[list(moves)] @ np.array(list(moves.values()))) >= cost - U_TOLERANCE:
+                continue  # no cheaper than the plan in hand: not worth packing
+            packed = model.solve(c_u, fixed=moves, upper_u=u_cap, lower_u=_below(lower_u),
+                                 time_limit_s=budget.share(PACK_SHARE), gap=U_GAP / 10)  # fmt: skip
+            if packed.x is not None and float(c_moves @ packed.x) < cost:
+                best, cost = packed.x, float(c_moves @ packed.x)
+        if cost <= floor + MOVE_SLACK:
+            return _Result(best, 0, "proven by the relaxation without alternates", floor), floor
+    gap = MOVE_SLACK / max(cost, MOVE_SLACK)  # the plan in hand bounds the optimum's cost
+    second = model.solve(c_moves, upper_u=u_cap, fixed=fixed, start=best, time_limit_s=budget.share(1.0),
+                         gap=min(gap, 0.5))  # fmt: skip
+    if second.x is not None and np.isfinite(second.bound):
+        floor = max(floor, second.bound)  # HiGHS's own, when it found a plan and a finite bound
+    if second.x is None or float(c_moves @ second.x) > cost:
+        second.x = best
+    if second.status and float(c_moves @ second.x) <= floor + MOVE_SLACK:
+        second.status = 0  # the relaxation's bound proves what the full model could not
+    return second, floor if np.isfinite(floor) else None
+
+
+def _polish(problem: Problem, model: _Model, plan: FloatArray, lower: float, budget: _Budget) -> FloatArray:
     """Improve a plan around its bottleneck: the full model with every rack fixed except
     those on the lost source and the survivor of the worst cell, and those already moved
     (about 140 of 500 racks at 500 x 8), all alternates free, from the plan. HiGHS does
@@ -453,7 +519,7 @@ def _polish(problem: Problem, model: _Model, plan: FloatArray, lower: float, tim
     n = problem.n_sources
     for _ in range(POLISH_ROUNDS):
         u = float(plan[model.u])
-        if u <= lower * (1.0 + U_GAP):
+        if u <= lower * (1.0 + U_GAP) or budget.spent(STAGE_ONE_SHARE):
             break
         assign, alternate = model.decode(plan)
         s, t = divmod(int(problem.post_util(assign, alternate).argmax()), n)
@@ -461,81 +527,103 @@ def _polish(problem: Problem, model: _Model, plan: FloatArray, lower: float, tim
         keep = np.flatnonzero(~free[model.pr])
         fixed = {int(model.x0 + p): float(plan[model.x0 + p] > 0.5) for p in keep}
         # gap below U_GAP: being within U_GAP of this neighbourhood's bound says nothing of the global one
-        found = model.solve(c_u, fixed=fixed, lower_u=_below(lower), start=plan, time_limit_s=time_limit_s,
-                            gap=U_GAP / 10)  # fmt: skip
+        found = model.solve(c_u, fixed=fixed, lower_u=_below(lower), start=plan,
+                            time_limit_s=budget.share(POLISH_SHARE, STAGE_ONE_SHARE), gap=U_GAP / 10)  # fmt: skip
         if found.x is None or float(found.x[model.u]) >= u - U_TOLERANCE:
             break
         plan = found.x
     return plan
 
 
+class _HallModel:
+    """A relaxation that keeps x binary but drops the alternates: for each lost s and set T
+    of survivors, the racks of s that can only go to T must fit in T's headroom (Hall's
+    condition, which makes fractional alternates feasible; all sets up to HALL_ALL sources,
+    else those of up to HALL_MAX survivors and all of them). A third of the integers and no
+    y: HiGHS finds and proves plans here far sooner than in the full model. Every plan of
+    the full model is a plan here, so a bound proven here holds for every plan. Columns: x
+    per pair (as in the full model, from its x0), U, then the load of each source."""
+
+    def __init__(self, problem: Problem, model: _Model) -> None:
+        self.model = model
+        n_pairs, ps, pr = len(model.pr), model.ps, model.pr
+        draw, cap = problem.draw_kw[pr], problem.capacity_kw
+        allowed: list[int] = np.flatnonzero(problem.allowed_source).tolist()
+        self.n_pairs, self.u = n_pairs, n_pairs
+        load0 = n_pairs + 1
+        self.n_vars = load0 + problem.n_sources
+        rows = _Rows()
+        for r in range(problem.n_racks):
+            members = model.pair_of[r][model.pair_of[r] >= 0]
+            rows.add(members, np.ones(len(members)), 1.0, 1.0)
+        for t in range(problem.n_sources):
+            on = np.flatnonzero(ps == t)
+            rows.add(np.append(on, load0 + t), np.append(draw[on], -1.0), 0.0, 0.0)
+        for t in allowed:
+            rows.add([load0 + t, self.u], [1.0, -cap[t]], -np.inf, -float(problem.other_kw[t]))
+            rows.add([load0 + t], [1.0], -np.inf, float(problem.steady_limit_kw[t]))
+        reaches = np.zeros((problem.n_racks, problem.n_sources), dtype=bool)  # rack r may be on or go to source t
+        for r, options in enumerate(problem.options):
+            reaches[r, list(options)] = True
+        for s in allowed:
+            survivors = [t for t in allowed if t != s]
+            mine = np.flatnonzero(ps == s)
+            sizes = range(1, len(survivors) + 1)
+            if len(allowed) > HALL_ALL:
+                sizes = range(1, min(HALL_MAX, len(survivors)) + 1)
+            subsets = [t for k in sizes for t in combinations(survivors, k)]
+            if len(allowed) > HALL_ALL and len(survivors) > HALL_MAX:
+                subsets.append(tuple(survivors))
+            for subset in subsets:
+                outside = np.ones(problem.n_sources, dtype=bool)
+                outside[[s, *subset]] = False
+                confined = mine[~reaches[pr[mine]][:, outside].any(axis=1)].tolist()
+                if not confined:
+                    continue  # the steady rows cover it
+                loads = [load0 + t for t in subset]
+                cols = np.array(loads + confined + [self.u])
+                vals = np.concatenate([np.ones(len(loads)), draw[confined], [-cap[list(subset)].sum()]])
+                rows.add(cols, vals, -np.inf, -float(problem.other_kw[list(subset)].sum()))
+                rows.add(cols[:-1], vals[:-1], -np.inf, float(problem.post_limit_kw[list(subset)].sum()))
+        counted = list(model.stay_pair)
+        if counted:
+            stay = [model.stay_pair[r] for r in counted]
+            rows.add(stay, -np.ones(len(stay)), -np.inf, float(problem.policy.move_budget - len(counted)))
+        self.rows, self.matrix = rows, rows.csr(self.n_vars)
+        self.lower, self.upper = np.zeros(self.n_vars), np.ones(self.n_vars)
+        full_lower, full_upper = model.bounds()
+        self.lower[:n_pairs] = full_lower[model.x0 : model.x0 + n_pairs]
+        self.upper[:n_pairs] = full_upper[model.x0 : model.x0 + n_pairs]
+        self.upper[self.u :] = np.inf
+        alone = reaches[pr].sum(axis=1) < 2
+        self.upper[:n_pairs][alone] = 0.0  # a rack with one usable source has no alternate: the full model has no plan
+        self.integrality = np.zeros(self.n_vars)
+        self.integrality[:n_pairs] = 1.0
+
+    def choose(self, c_pairs: FloatArray | None, *, upper_u: float = np.inf, time_limit_s: float,
+               gap: float) -> _Choice:  # fmt: skip
+        """Minimise U (`c_pairs` None) or c_pairs @ x with U <= upper_u. Returns x fixed to each
+        choice (columns of the full model; the best and up to PACK_TRIES - 1 earlier ones,
+        since which of them packs best is luck) and the proven lower bound on the objective."""
+        c = np.zeros(self.n_vars)
+        if c_pairs is None:
+            c[self.u] = 1.0
+        else:
+            c[: self.n_pairs] = c_pairs
+        upper = self.upper.copy()
+        upper[self.u] = upper_u
+        found = _run(c, self.lower, upper, self.matrix, self.rows, self.integrality, None, time_limit_s, gap,
+                     keep=PACK_TRIES - 1)  # fmt: skip
+        x0 = self.model.x0
+        plans = [found.x] if found.x is not None else []
+        choices = [{x0 + p: float(v > 0.5) for p, v in enumerate(x[: self.n_pairs])} for x in plans + found.earlier]
+        return choices, found.bound
+
+
 def _choose_moves(problem: Problem, model: _Model, time_limit_s: float) -> _Choice:
-    """The racks' sources from a relaxation that keeps x binary but drops the alternates:
-    for each lost s and set T of survivors, the racks of s that can only go to T must fit
-    in T's headroom (Hall's condition, which makes fractional alternates feasible; all
-    sets up to HALL_ALL sources, else those of up to HALL_MAX survivors and all of them).
-    A third of the integers and no y: HiGHS finds moves here far sooner than in the full
-    model. Returns x fixed to each choice (columns of `model`; its best plan and up to
-    PACK_TRIES - 1 earlier ones, since which of them packs best is luck) and the
-    relaxation's proven lower bound on U, valid for every plan."""
-    n_pairs, ps, pr = len(model.pr), model.ps, model.pr
-    draw, cap = problem.draw_kw[pr], problem.capacity_kw
-    allowed: list[int] = np.flatnonzero(problem.allowed_source).tolist()
-    u, load0 = n_pairs, n_pairs + 1  # columns: x per pair (as in the model), U, then the load of each source
-    n_vars = load0 + problem.n_sources
-    rows = _Rows()
-    for r in range(problem.n_racks):
-        members = model.pair_of[r][model.pair_of[r] >= 0]
-        rows.add(members, np.ones(len(members)), 1.0, 1.0)
-    for t in range(problem.n_sources):
-        on = np.flatnonzero(ps == t)
-        rows.add(np.append(on, load0 + t), np.append(draw[on], -1.0), 0.0, 0.0)
-    for t in allowed:
-        rows.add([load0 + t, u], [1.0, -cap[t]], -np.inf, -float(problem.other_kw[t]))
-        rows.add([load0 + t], [1.0], -np.inf, float(problem.steady_limit_kw[t]))
-    reaches = np.zeros((problem.n_racks, problem.n_sources), dtype=bool)  # rack r may be on or go to source t
-    for r, options in enumerate(problem.options):
-        reaches[r, list(options)] = True
-    for s in allowed:
-        survivors = [t for t in allowed if t != s]
-        mine = np.flatnonzero(ps == s)
-        sizes = range(1, len(survivors) + 1)
-        if len(allowed) > HALL_ALL:
-            sizes = range(1, min(HALL_MAX, len(survivors)) + 1)
-        subsets = [t for k in sizes for t in combinations(survivors, k)]
-        if len(allowed) > HALL_ALL and len(survivors) > HALL_MAX:
-            subsets.append(tuple(survivors))
-        for subset in subsets:
-            outside = np.ones(problem.n_sources, dtype=bool)
-            outside[[s, *subset]] = False
-            confined = mine[~reaches[pr[mine]][:, outside].any(axis=1)].tolist()
-            if not confined:
-                continue  # the steady rows cover it
-            loads = [load0 + t for t in subset]
-            cols = np.array(loads + confined + [u])
-            vals = np.concatenate([np.ones(len(loads)), draw[confined], [-cap[list(subset)].sum()]])
-            rows.add(cols, vals, -np.inf, -float(problem.other_kw[list(subset)].sum()))
-            rows.add(cols[:-1], vals[:-1], -np.inf, float(problem.post_limit_kw[list(subset)].sum()))
-    counted = list(model.stay_pair)
-    if counted:
-        stay = [model.stay_pair[r] for r in counted]
-        rows.add(stay, -np.ones(len(stay)), -np.inf, float(problem.policy.move_budget - len(counted)))
-    lower, upper = np.zeros(n_vars), np.ones(n_vars)
-    full_lower, full_upper = model.bounds()
-    lower[:n_pairs] = full_lower[model.x0 : model.x0 + n_pairs]
-    upper[:n_pairs] = full_upper[model.x0 : model.x0 + n_pairs]
-    upper[u:] = np.inf
-    alone = reaches[pr].sum(axis=1) < 2
-    upper[:n_pairs][alone] = 0.0  # a rack with one usable source has no alternate: the full model has no plan
-    integrality = np.zeros(n_vars)
-    integrality[:n_pairs] = 1.0
-    c = np.zeros(n_vars)
-    c[u] = 1.0
-    found = _run(c, lower, upper, rows.csr(n_vars), rows, integrality, None, time_limit_s, RELAXED_GAP,
-                 keep=PACK_TRIES - 1)  # fmt: skip
-    plans = [found.x] if found.x is not None else []
-    choices = [{model.x0 + p: float(v > 0.5) for p, v in enumerate(x[:n_pairs])} for x in plans + found.earlier]
-    return choices, found.bound
+    """The racks' sources that minimise U in the relaxation without alternates (`_HallModel`),
+    and its proven lower bound on U, valid for every plan."""
+    return _HallModel(problem, model).choose(None, time_limit_s=time_limit_s, gap=RELAXED_GAP)
 
 
 def _below(bound: float) -> float:

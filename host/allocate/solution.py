@@ -38,7 +38,10 @@ class Solution:
     """`assign[r]`: the rack's target source (-1: shed, its feed opened); `alternate[r]`:
     where its tap transfers it if its target is lost (-1: none). `u` is the worst
     post-contingency utilisation and `lp_bound` the LP-relaxation bound on it under
-    the same move budget (None when not computed)."""
+    the same move budget (None when not computed). The exact method also gives
+    `move_cost`, its plan's weighted moves (deferrable 1, normal 2, critical 4, plus
+    tie-breakers worth less than one move), and `move_floor`, a proven lower bound on
+    that cost for every plan at its U."""
 
     method: str
     status: Status
@@ -49,6 +52,8 @@ class Solution:
     solve_s: float
     shortfalls: tuple[Shortfall, ...] = ()
     note: str = ""
+    move_cost: float | None = None
+    move_floor: float | None = None
 
     @property
     def gap(self) -> float | None:
