@@ -209,6 +209,28 @@ def test_between_refits_new_samples_move_the_forecast_and_spikes_do_not() -> Non
     assert np.abs(spiked - plain).max() < 0.5 * NOISE
 
 
+def test_between_refits_the_seasonal_mean_alone_is_refitted_every_reseason_samples() -> None:
+    """reseason_every: the seasonal mean is fitted again on the rolling window, as a full
+    refit would fit it, while the residual regressions keep their coefficients."""
+    config = ForecastConfig.daily_weekly(HOUR_S, window=WINDOW, refit_every=DAY, reseason_every=4)
+    y = synthetic(8 * WEEK, seed=12)[0]
+    n = 7 * WEEK
+    online = LoadForecaster(config).fit(y[:n])
+    online.predict(DAY)  # fits the residual regressions
+    horizons = dict(online._horizons)
+    before = online._model
+    online.update(y[n : n + 3])
+    assert online._model is before  # 3 < 4: the residual state only
+    online.update(y[n + 3 : n + 4])
+    start = n + 4 - WINDOW
+    refit = LoadForecaster(config).fit(y[start : n + 4], t0_s=start * HOUR_S)
+    assert online._model is not None and refit._model is not None
+    np.testing.assert_allclose(online._model.beta, refit._model.beta, rtol=1e-9)  # the seasonal mean of now
+    assert online._horizons == horizons  # the regressions of the last refit
+    with pytest.raises(ValueError, match="reseason_every"):
+        ForecastConfig.daily_weekly(HOUR_S, reseason_every=0)
+
+
 def test_one_minute_racks_fit_the_daily_season_from_days_of_history() -> None:
     config = ForecastConfig.daily_weekly(60.0)
     assert config.seasons == (1440, 10080)
