@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
 from host import cli_taps, forecast_report, framing, inspect_frames, messages, plan_report, rig, risk
+from host import tour as tour_module
+from host.flash import FlashError
+from host.session import OperatorError
 from host.site.scenario import ScenarioError
+from host.site_file import SiteFileError
 from protocol import catalog
 
 DEMO_KEY = bytes(range(32))  # a published test key: the demo moves no real relay
@@ -216,6 +222,28 @@ def plan_command(scenario_path: Path, at_s: float, method: str, budget: int | No
     except plan_report.PlanReportError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.as_text())
+
+
+@cli.command("tour")
+@click.option("--site", "site_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=tour_module.DEFAULT_SITE, show_default="sites/demo.toml",
+              help="The site file to flash, start, commission and operate.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the inventory, firmware and rig records here (default: a temporary directory, removed).")
+@click.option("--json", "as_json", is_flag=True, help="Print what the tour found as JSON at the end.")
+def tour(site_path: Path, workdir: Path | None, as_json: bool) -> None:
+    """The main job on a virtual site, start to end: flash the taps, start them on a virtual
+    rig, commission the site (wiring proved), read their status over the buses, lose the
+    source that feeds the most racks with the host silent and show the local transfers."""
+    echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    try:
+        with contextlib.ExitStack() as stack:
+            where = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ibt-tour-")))
+            found = tour_module.tour(site_path, where, echo)
+    except (tour_module.TourError, rig.RigError, OperatorError, FlashError, SiteFileError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(found, indent=2, default=str))
 
 
 @cli.group("sim", invoke_without_command=True)
