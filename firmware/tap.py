@@ -22,6 +22,7 @@ from firmware.loss import LossDetector
 from firmware.measure import Meter, scale_for
 from firmware.overload import Overload
 from firmware.protection import Protection, Settings
+from firmware.uptime import Uptime, since
 from protocol import catalog, layout
 
 FIRMWARE_VERSION = (0, 1, 0)
@@ -217,7 +218,7 @@ class Tap:
         self._automatic = False  # a transfer the tap made by itself is under way: log it when done
         self._dark = False  # the rack lost its supply (its source lost, or the old contacts parted)...
         self._dark_since_ms = 0  # ... at this uptime
-        self.uptime_ms = 0
+        self.uptime = Uptime()
         self.reset_requested = False
         self.events.log(0, catalog.EV_BOOT, self.relays.active, self.config.status)
 
@@ -275,7 +276,7 @@ class Tap:
         hal = self.hal
         hal.exchange()
         now = hal.ticks_us()
-        self.uptime_ms += self.board["block"] * 1000 // self.board["fs"]
+        self.uptime.tick(self.board["block"] * 1000 // self.board["fs"])
         active = self.relays.active
         self.meter.active = active
         self.protection.host_present = not self.alarms & catalog.ALARM_HOST_LOST
@@ -300,7 +301,7 @@ class Tap:
         hal.wdt_feed()  # sampling, protection and both buses have all run this block
 
     def _event(self, code, input_index, value):
-        self.events.log(self.uptime_ms, code, input_index, value)
+        self.events.log(self.uptime.ms, code, input_index, value)
         if code != catalog.EV_COMMAND and code != catalog.EV_AUTH_FAILURE:
             self.capture.on_event()
 
@@ -317,7 +318,7 @@ class Tap:
                 if k + 1 == active and not self._dark:
                     # the rack went dark at the onset, the detector's persistence before it fired
                     self._dark = True
-                    self._dark_since_ms = self.uptime_ms - self.detectors[k].persist * 1000 // self.board["fs"]
+                    self._dark_since_ms = since(self.uptime.ms, self.detectors[k].persist * 1000 // self.board["fs"])
             elif k + 1 == active and self.relays.state == rm.IDLE:
                 self._dark = False  # the source came back before anything moved
         if p.transfers != self._seen_transfers:
@@ -350,14 +351,14 @@ class Tap:
             self._closing = r.target
             if not self._dark:  # the old contacts parted and their arc went out during this block
                 self._dark = True
-                self._dark_since_ms = self.uptime_ms - self.board["block"] * 1000 // self.board["fs"]
+                self._dark_since_ms = since(self.uptime.ms, self.board["block"] * 1000 // self.board["fs"])
         elif state == rm.FAULT:
             self._event(catalog.EV_RELAY_MISMATCH, r.fault_input, _bit(r.fault_input))
             self._automatic = False
         elif state == rm.IDLE:
             if r.active and self._dark and self._automatic:
                 closed_for_ms = self.hal.ticks_diff(now, r._stable_since) // 1000  # the bounce check
-                self._event(catalog.EV_TRANSFER, r.active, self.uptime_ms - closed_for_ms - self._dark_since_ms)
+                self._event(catalog.EV_TRANSFER, r.active, since(self.uptime.ms, self._dark_since_ms) - closed_for_ms)
             self._automatic = False
             self._dark = False
 
@@ -474,7 +475,7 @@ class Tap:
                 return (self._nak(verdict, self.guard.detail) if self.guard.answered else 0), hmac
             if not self.guard.answered:
                 return 0, hmac
-            return self._answer(msg_type, {"epoch": self.guard.epoch, "uptime_s": self.uptime_ms // 1000,
+            return self._answer(msg_type, {"epoch": self.guard.epoch, "uptime_s": self.uptime.s,
                                            "alarms": self.alarms}), hmac
         if msg_type == catalog.T_SWITCH:
             return self._switch(f, now), hmac
@@ -565,7 +566,7 @@ class Tap:
             inputs.append({"voltage_mV": ch.voltage_mV, "frequency_cHz": ch.frequency_cHz,
                            "thd_dpct": ch.thd_dpct, "phase_cdeg": m.phase_cdeg(k), "state": self._input_state(k)})
         return self._answer(catalog.T_TELEMETRY, {
-            "uptime_s": self.uptime_ms // 1000, "active_input": self.relays.active,
+            "uptime_s": self.uptime.s, "active_input": self.relays.active,
             "relays_closed": self._relays_closed(), "protection": self.protection.state, "alarms": self.alarms,
             "temperature_dC": self.hal.temperature_dC(), "current_mA": m.current_mA, "power_W": m.power_W,
             "apparent_VA": m.apparent_VA,

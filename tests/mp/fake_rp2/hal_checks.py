@@ -197,7 +197,7 @@ def tap_steps(board):
     for _ in range(50):
         tap.step()
     gc.collect()
-    return {"blocks": hal.blocks, "uptime_ms": tap.uptime_ms, "active": tap.relays.active,
+    return {"blocks": hal.blocks, "uptime_ms": tap.uptime.ms, "active": tap.relays.active,
             "relay_state": tap.relays.state, "fed": [w.fed for w in machine.WDTS], "ring_bytes": len(hal.raw) * 4,
             "heap_free": gc.mem_free()}
 
