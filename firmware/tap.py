@@ -219,6 +219,7 @@ class Tap:
         self._dark = False  # the rack lost its supply (its source lost, or the old contacts parted)...
         self._dark_since_ms = 0  # ... at this uptime
         self.uptime = Uptime()
+        self._block_ms = board["block"] * 1000 // board["fs"]  # once, not on every block
         self.reset_requested = False
         self.events.log(0, catalog.EV_BOOT, self.relays.active, self.config.status)
 
@@ -276,7 +277,7 @@ class Tap:
         hal = self.hal
         hal.exchange()
         now = hal.ticks_us()
-        self.uptime.tick(self.board["block"] * 1000 // self.board["fs"])
+        self.uptime.tick(self._block_ms)
         active = self.relays.active
         self.meter.active = active
         self.protection.host_present = not self.alarms & catalog.ALARM_HOST_LOST
@@ -351,7 +352,7 @@ class Tap:
             self._closing = r.target
             if not self._dark:  # the old contacts parted and their arc went out during this block
                 self._dark = True
-                self._dark_since_ms = since(self.uptime.ms, self.board["block"] * 1000 // self.board["fs"])
+                self._dark_since_ms = since(self.uptime.ms, self._block_ms)
         elif state == rm.FAULT:
             self._event(catalog.EV_RELAY_MISMATCH, r.fault_input, _bit(r.fault_input))
             self._automatic = False

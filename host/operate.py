@@ -98,7 +98,8 @@ def _names(bits: int, names: dict[int, str]) -> list[str]:
     return [name for bit, name in names.items() if bits & bit]
 
 
-def _source_of(tap: TapInfo, k: int) -> str | None:
+def source_of(tap: TapInfo, k: int) -> str | None:
+    """The source wired to input k of the tap, None if it has no such input."""
     return tap.inputs[k - 1] if 1 <= k <= len(tap.inputs) else None
 
 
@@ -122,14 +123,14 @@ def tap_status(session: Session, tap: TapInfo) -> dict[str, Any]:
         return out | {"error": str(exc)}
     active = status.active_input
     out |= {
-        "active_input": active, "active_source": _source_of(tap, active),
+        "active_input": active, "active_source": source_of(tap, active),
         "relays_closed": [k for k in range(1, 9) if status.relays_closed & (1 << (k - 1))],
         "protection": PROTECTION_NAMES.get(status.protection, str(status.protection)),
         "alarms": _names(status.alarms, ALARM_NAMES), "epoch": status.epoch,
         "alternates": [status[f"alternate_{i}"] for i in (1, 2, 3) if status[f"alternate_{i}"]],
         "current_a": telemetry["current_mA"] / 1000, "power_kw": telemetry["power_W"] / 1000,
         "transfers": telemetry["transfers"], "trips": telemetry["trips"], "uptime_s": telemetry["uptime_s"],
-        "inputs": [{"input": k, "source": _source_of(tap, k), "voltage_v": i["voltage_mV"] / 1000,
+        "inputs": [{"input": k, "source": source_of(tap, k), "voltage_v": i["voltage_mV"] / 1000,
                     "frequency_hz": i["frequency_cHz"] / 100, "phase_deg": i["phase_cdeg"] / 100,
                     "present": bool(i["state"] & catalog.INPUT_PRESENT),
                     "healthy": bool(i["state"] & catalog.INPUT_HEALTHY)}
@@ -419,16 +420,16 @@ def current_alternates(session: Session, tap: TapInfo) -> dict[str, Any]:
     held, origin = _held_alternates(session, tap)
 
     def named(ranking: Sequence[int]) -> list[str]:
-        return [_source_of(tap, k) or str(k) for k in ranking]
+        return [source_of(tap, k) or str(k) for k in ranking]
 
     inputs = sorted(set(held) | set(tap.alternates))
     differs = [k for k in inputs if list(held.get(k, [])) != list(tap.alternates.get(k, []))]
     return {
         "tap": tap.id,
-        "planned": {_source_of(tap, k) or str(k): named(v) for k, v in sorted(tap.alternates.items())},
-        "set": {_source_of(tap, k) or str(k): named(v) for k, v in sorted(held.items())},
+        "planned": {source_of(tap, k) or str(k): named(v) for k, v in sorted(tap.alternates.items())},
+        "set": {source_of(tap, k) or str(k): named(v) for k, v in sorted(held.items())},
         "origin": origin,
-        "differs": [_source_of(tap, k) or str(k) for k in differs],
+        "differs": [source_of(tap, k) or str(k) for k in differs],
     }
 
 
@@ -583,7 +584,7 @@ def _capacity_check(session: Session, tap: TapInfo, source: str, rack_kw: float)
         except (TapTimeout, TapRefused):
             load += rated.get(other.rack or "", 0.0)
             continue
-        if _source_of(other, reading.active_input) == source:
+        if source_of(other, reading.active_input) == source:
             load += max(0.0, reading["power_W"] / 1000)
     own = max(rack_kw, 0.0)
     if load + own > capacity:

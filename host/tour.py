@@ -77,8 +77,9 @@ def _operate(session: Session, virtual: rig.VirtualRig, site_path: Path, rack_ta
     operate.events(session, rack_taps)  # read so far: what follows is the loss's
     echo(f"losing {lost}, which feeds {', '.join(moving)}; the host sends nothing until they have moved")
     virtual.inject("lose", lost)
+    lost_input = {t: operate.input_of(session.tap(t), lost) for t in moving}
     deadline = time.monotonic() + TRANSFER_WAIT_S
-    while any(virtual.plant.plants[t].conducting_input() in (0, _input_of(session, t, lost)) for t in moving):
+    while any(virtual.plant.plants[t].conducting_input() in (0, lost_input[t]) for t in moving):
         if time.monotonic() > deadline:
             raise TourError(f"the taps on {lost} did not transfer within {TRANSFER_WAIT_S:.0f} s")
         time.sleep(0.05)
@@ -92,7 +93,8 @@ def _operate(session: Session, virtual: rig.VirtualRig, site_path: Path, rack_ta
     echo(f"status after the loss of {lost}:\n" + operate.render_status(after))
     for event in transfers:
         echo(f"{event['tap']}: transferred by itself to input {event['input']} "
-             f"({_source_name(session, event['tap'], event['input'])}), the rack dark for {event['value']} ms")
+             f"({operate.source_of(session.tap(event['tap']), event['input']) or '?'}), "
+             f"the rack dark for {event['value']} ms")
     virtual.inject("restore", lost)
     echo(f"{lost} restored; the racks stay where they are until the host moves them (ibt switch)")
     return {"commissioned": [r.as_dict() for r in reports], "before": before, "lost": lost, "after": after,
@@ -116,13 +118,3 @@ def _identify_new_taps(session: Session, reports: list[commission.CommissionRepo
             continue  # which is which is the operator's call (the label on the board)
         out[i] = commission.commission_tap(session, report.tap, bytes.fromhex(new[0].unique_id))
     return out
-
-
-def _input_of(session: Session, tap_id: str, source: str) -> int:
-    tap = session.tap(tap_id)
-    return tap.inputs.index(source) + 1
-
-
-def _source_name(session: Session, tap_id: str, k: int) -> str:
-    inputs = session.tap(tap_id).inputs
-    return inputs[k - 1] if 1 <= k <= len(inputs) else "?"
