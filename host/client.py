@@ -622,6 +622,7 @@ class Round:
 class ScanResult:
     found: dict[bytes, Discovered] = field(default_factory=dict)
     rounds: int = 0
+    passes: int = 0  # passes over the whole range that settled (every range silent or answered cleanly)
     unresolved: list[tuple[bytes, bytes]] = field(default_factory=list)  # ranges left when max_rounds ran out
 
 
@@ -700,41 +701,56 @@ def scan(
     slot_ms: int = 5,
     scope: int = SCOPE_UNADDRESSED,
     max_rounds: int = 256,
+    max_passes: int = 3,
     rng: random.Random | None = None,
     extra_s: float | None = None,
 ) -> ScanResult:
     """Find every tap in the range (SPEC "Discovery"): a round with a collision is split in
-    halves, each asked again with a new salt, until no round collides; a silent round
-    proves its range empty. A single id cannot collide with itself, so a collision there
-    is noise and the range is asked again. `max_rounds` bounds a noisy line: what is
-    left is reported in `unresolved`, to narrow and scan again."""
+    halves, each asked again with a new salt, until no round collides. A single id cannot
+    collide with itself, so a collision there is noise and the range is asked again.
+
+    A broadcast is not acknowledged: a tap that did not hear the DISCOVER (noise on the
+    request) or answered after the window is silent, and a silent round cannot tell it from
+    an empty range. So the whole range is scanned again, with new salts, until a pass finds
+    no tap the passes before it missed: two passes at least, `max_passes` at most.
+    `max_rounds` bounds a noisy line: what is left is reported in `unresolved`, to narrow
+    and scan again."""
     rng = rng or random.Random()
     seq = rng.randrange(0x10000)
     result = ScanResult()
-    pending = deque([(int.from_bytes(uid_low, "big"), int.from_bytes(uid_high, "big"))])
-    while pending and result.rounds < max_rounds:
-        low, high = pending.popleft()
-        seq = (seq + 1) & 0xFFFF
-        found = discover(
-            listener,
-            _uid(low),
-            _uid(high),
-            slots=slots,
-            slot_ms=slot_ms,
-            salt=rng.randrange(256),
-            scope=scope,
-            seq=seq,
-            extra_s=extra_s,
-        )
-        result.rounds += 1
-        result.found.update(found.found)
-        if not found.collisions:
-            continue
-        if low == high:
-            pending.append((low, high))
-        else:
-            middle = (low + high) // 2
-            pending.extend([(low, middle), (middle + 1, high)])
+    whole = (int.from_bytes(uid_low, "big"), int.from_bytes(uid_high, "big"))
+    pending: deque[tuple[int, int]] = deque()
+    while result.passes < max_passes:
+        known = len(result.found)
+        pending = deque([whole])
+        while pending and result.rounds < max_rounds:
+            low, high = pending.popleft()
+            seq = (seq + 1) & 0xFFFF
+            found = discover(
+                listener,
+                _uid(low),
+                _uid(high),
+                slots=slots,
+                slot_ms=slot_ms,
+                salt=rng.randrange(256),
+                scope=scope,
+                seq=seq,
+                extra_s=extra_s,
+            )
+            result.rounds += 1
+            result.found.update(found.found)
+            if not found.collisions:
+                continue
+            if low == high:
+                pending.append((low, high))
+            else:
+                middle = (low + high) // 2
+                pending.extend([(low, middle), (middle + 1, high)])
+        if pending:
+            break  # max_rounds ran out: what is left is unresolved
+        result.passes += 1
+        if result.passes >= 2 and len(result.found) == known:
+            break  # this pass found nobody new
     result.unresolved = [(_uid(low), _uid(high)) for low, high in pending]
     return result
 

@@ -522,9 +522,10 @@ class Counters:
 class SlottedBus:
     """One bus with unaddressed taps that answer DISCOVER in slots; a shared slot is a garbled frame."""
 
-    def __init__(self, uids: list[bytes], noise: bool = False) -> None:
+    def __init__(self, uids: list[bytes], noise: bool = False, deaf: dict[bytes, int] | None = None) -> None:
         self.uids = uids
         self.noise = noise
+        self.deaf = dict(deaf or {})  # uid -> how many DISCOVERs that tap does not hear (noise on the request)
         self.counters = Counters()
         self.answers: list[bytes] = []
         self.rounds: list[dict[str, Any]] = []
@@ -535,6 +536,9 @@ class SlottedBus:
         self.rounds.append(f)
         slots: dict[int, list[bytes]] = {}
         for uid in self.uids:
+            if self.deaf.get(uid, 0) > 0 and f["uid_low"] <= uid <= f["uid_high"]:
+                self.deaf[uid] -= 1
+                continue
             if f["uid_low"] <= uid <= f["uid_high"]:
                 slots.setdefault(binascii.crc32(uid + bytes([f["salt"]])) % f["slots"], []).append(uid)
         for slot, uids in sorted(slots.items()):
@@ -573,9 +577,28 @@ def test_scan_splits_colliding_ranges_until_every_tap_is_found() -> None:
     assert result.rounds > 1 and all(found.unique_id == uid for uid, found in result.found.items())
 
 
-def test_scan_of_an_empty_range_takes_one_silent_round() -> None:
-    result = scan(SlottedBus([]), slots=4, slot_ms=1, extra_s=0)
-    assert result.rounds == 1 and result.found == {} and result.unresolved == []
+def test_scan_of_an_empty_range_takes_two_silent_passes() -> None:
+    bus = SlottedBus([])
+    result = scan(bus, slots=4, slot_ms=1, extra_s=0)
+    assert result.rounds == result.passes == 2 and result.found == {} and result.unresolved == []
+    assert all((r["uid_low"], r["uid_high"]) == (bytes(8), b"\xff" * 8) for r in bus.rounds)  # the whole range
+
+
+def test_scan_finds_a_tap_that_missed_the_first_discover_in_the_next_pass() -> None:
+    uids = [bytes([1]) * 8, bytes([2]) * 8]
+    bus = SlottedBus(uids, deaf={uids[1]: 1})
+    result = scan(bus, slots=16, slot_ms=1, rng=random.Random(2), extra_s=0)
+    assert set(result.found) == set(uids) and result.unresolved == []
+    # each pass is one clean round: the first missed it, the second found it, the third found nobody new
+    assert result.rounds == result.passes == 3 and bus.deaf[uids[1]] == 0
+
+
+def test_scan_stops_at_max_passes_and_a_tap_deaf_to_all_of_them_stays_unfound() -> None:
+    uids = [bytes([1]) * 8, bytes([2]) * 8]
+    bus = SlottedBus(uids, deaf={uids[1]: 5})
+    result = scan(bus, slots=16, slot_ms=1, max_passes=3, rng=random.Random(4), extra_s=0)
+    assert set(result.found) == {uids[0]} and result.passes == 2  # the second pass found nobody new
+    assert bus.deaf[uids[1]] == 3
 
 
 def test_scan_on_a_noisy_line_stops_after_max_rounds_and_says_what_is_left() -> None:
