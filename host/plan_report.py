@@ -181,10 +181,8 @@ def build_problem(
     current = [telemetry.source_ids[a] if a >= 0 else None for a in active.tolist()]
     down = tuple(s for s, up in zip(inputs.source_ids, inputs.up, strict=True) if not up)
     risk = [float(inputs.risk[inputs.source_ids.index(s.id)]) for s in site.sources]
-    stored = [
-        (statuses[s.id].state_of_charge or 0.0) * (s.energy_kwh or 0.0) if s.kind == SourceKind.BATTERY else math.nan
-        for s in site.sources
-    ]
+    # the energy stored now, not state of charge x nameplate: an aged string's charge is of its faded energy
+    stored = [(statuses[s.id].stored_kwh or 0.0) if s.kind == SourceKind.BATTERY else math.nan for s in site.sources]
     problem = Problem.from_site(site, draw, current, policy=policy, risk=risk, stored_kwh=stored)
     return problem, down
 

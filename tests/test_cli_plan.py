@@ -11,6 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from host.cli import cli
+from host.plan_inputs import observe_scenario
+from host.plan_report import build_problem
+from host.site.scenario import load_scenario
 
 TINY = """
 [scenario]
@@ -147,3 +150,25 @@ def test_a_broken_scenario_is_refused_naming_the_field(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["plan", "--scenario", str(bad)])
     assert result.exit_code != 0
     assert "scenario.name (line 2): must be a string" in result.output
+
+
+AGEING = """
+[[conditions]]
+family = "battery_ageing"
+source = "bat-1"
+start_s = 0
+end_s = 3600
+magnitude = 0.5
+"""
+
+
+def test_an_aged_battery_is_planned_with_the_energy_it_stores_not_its_nameplate(tmp_path: Path) -> None:
+    """Half faded and fully charged, bat-1 stores 20 of its nameplate 40 kWh; its state of
+    charge (of the faded energy) is 1.0, so charge x nameplate would claim 40."""
+    path = tmp_path / "aged.toml"
+    path.write_text(TINY + AGEING)
+    simulator, observer = observe_scenario(load_scenario(path), 3600)
+    status = simulator.read_sources()["bat-1"]
+    assert status.state_of_charge == pytest.approx(1.0) and status.stored_kwh == pytest.approx(20.0, rel=0.01)
+    problem, _ = build_problem(simulator, observer.inputs())
+    assert problem.energy_kwh[problem.source_ids.index("bat-1")] == pytest.approx(status.stored_kwh)

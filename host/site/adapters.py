@@ -42,8 +42,9 @@ class ReserveCapacity:
     load_kw: float
     available_kw: float  # what it can take on now: capacity less load while up, else 0
     overload_progress: float  # the IEC 60255-151 integral: it trips at 1
-    state_of_charge: float | None  # batteries: stored energy over the energy when full
+    state_of_charge: float | None  # batteries: stored energy over the usable energy when full (faded by age)
     runtime_s: float | None  # batteries: at the present load (inf while the charger keeps up)
+    stored_kwh: float | None = None  # batteries: the energy stored now, as the battery management system counts it
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class SimulatedSourceAdapter:
             overload_progress=float(bank.progress[i]),
             state_of_charge=bank.state_of_charge_of(i) if battery else None,
             runtime_s=bank.runtime_of(i) if battery else None,
+            stored_kwh=float(bank.stored_kwh[i]) if battery else None,
         )
 
     def read_health_status(self) -> HealthStatus:

@@ -211,6 +211,7 @@ class SourceStatus:
     runtime_s: float | None
     alarms: frozenset[Alarm]
     signals: HealthSignals | None
+    stored_kwh: float | None = None  # batteries: the energy stored now (state_of_charge is of the faded usable energy)
 
     @property
     def up(self) -> bool:
@@ -233,6 +234,7 @@ class SourceStatus:
             runtime_s=capacity.runtime_s,
             alarms=health.alarms,
             signals=signals,
+            stored_kwh=capacity.stored_kwh,
         )
 
 
