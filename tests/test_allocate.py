@@ -13,7 +13,7 @@ from host.allocate import milp
 from host.allocate.check import check
 from host.allocate.generate import tight_problem
 from host.allocate.heuristic import solve_heuristic
-from host.allocate.milp import MIN_STEP_S, _Budget, _choose_moves, _HallModel, _Model, lp_bound, solve_milp
+from host.allocate.milp import MIN_STEP_S, _Budget, _choose_moves, _HallModel, _Model, _repair, lp_bound, solve_milp
 from host.allocate.plan import Plan, make_plan, order_moves
 from host.allocate.problem import AllocationError, Policy, Problem
 from host.allocate.solution import Shortfall, Solution, Status
@@ -381,6 +381,27 @@ def test_the_moves_floor_of_the_relaxation_lies_under_the_least_moves() -> None:
     exact = model.solve(c, upper_u=solution.u, time_limit_s=30, gap=0.0)
     assert exact.status == 0 and exact.x is not None
     assert floor <= float(c @ exact.x) + 1e-6 <= solution.move_cost + 1e-6
+
+
+def test_a_cheap_plan_over_the_cap_is_repaired_under_it_for_one_more_move() -> None:
+    """The floor model's plan for this site packs its alternates only to U 0.949 against a
+    cap of 0.939; the repair brings it under the cap for at most one deferrable move more,
+    and the independent checker finds the result covered."""
+    problem = tight_problem(60, 4, seed=4, budget=6)
+    model = _Model(problem, np.zeros(problem.n_racks, dtype=bool), elastic=False)
+    c_u = np.zeros(model.n_vars)
+    c_u[model.u] = 1.0
+    c = model.move_cost()
+    u_cap = 0.9388  # stage 1's U on this site plus U_SLACK
+    choices, _ = _HallModel(problem, model).choose(c[: len(model.pr)], upper_u=u_cap, time_limit_s=30, gap=0.0)
+    packed = model.solve(c_u, fixed=choices[0], time_limit_s=30, gap=0.0)
+    assert packed.x is not None and float(packed.x[model.u]) > u_cap + 0.005  # whole racks do not fit
+    repaired = _repair(problem, model, packed.x, u_cap, 0.935, _Budget(60.0))
+    assert repaired is not None and float(repaired[model.u]) <= u_cap
+    assert float(c @ packed.x) < float(c @ repaired) <= float(c @ packed.x) + 1.0 + 1e-6
+    assign, alternate = model.decode(repaired)
+    assert problem.worst_post(assign, alternate) <= u_cap + 1e-6
+    assert all(check(problem, assign, alternate).covered)
 
 
 def test_the_budget_gives_each_step_a_share_within_what_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
