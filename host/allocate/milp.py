@@ -116,11 +116,6 @@ class _Budget:
         left = until * self.time_limit_s - (time.perf_counter() - self.start)
         return max(min(fraction * self.time_limit_s, left), MIN_STEP_S)
 
-    def mark(self, share_of_left: float) -> float:
-        """The point (a share of the time limit, for `until`) by which `share_of_left` of the time left has passed."""
-        elapsed = time.perf_counter() - self.start
-        return (elapsed + share_of_left * max(self.time_limit_s - elapsed, 0.0)) / self.time_limit_s
-
     def spent(self, until: float = 1.0) -> bool:
         return time.perf_counter() - self.start >= until * self.time_limit_s
 
