@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from host.allocate.heuristic import solve_heuristic
-from host.allocate.milp import lp_bound, solve_milp
+from host.allocate.milp import lp_bound, shortfall_bound, solve_milp
 from host.allocate.plan import Plan, make_plan
 from host.allocate.problem import AllocationError, Policy, Problem
 from host.plan_inputs import PlanInputs, observe_scenario
@@ -51,6 +51,7 @@ class PlanReport:
     plan: Plan
     down: tuple[str, ...]  # sources not up at time_s
     inputs: PlanInputs
+    shortfall_bound: float | None = None  # the heuristic's: a lower bound on the least kW to shed or cap (LP)
 
     @property
     def lp_bound(self) -> float | None:
@@ -98,9 +99,13 @@ class PlanReport:
         out = [str(s) for s in plan.shortfalls]
         if plan.shed:
             out.append(f"shed (feeds opened): {', '.join(plan.shed)}")
-        least = sum(s.kw for s in plan.shortfalls)
-        if least > 0:
-            out.append(f"least load to shed or cap: {least:.1f} kW")
+        over = sum(s.kw for s in plan.shortfalls)
+        if over > 0 and plan.solution.method == "milp":
+            out.append(f"least load to shed or cap: {over:.1f} kW")
+        elif over > 0:  # the heuristic's plan: its own shortfall is not the least
+            least = ("not computed" if self.shortfall_bound is None
+                     else f"at least {self.shortfall_bound:.1f} kW on any plan (LP relaxation)")  # fmt: skip
+            out.append(f"load to shed or cap: {over:.1f} kW in this plan, {least}; `--method exact` finds the least")
         out += [p for p in plan.check.problems if p not in out][:20]
         return out
 
@@ -143,6 +148,8 @@ class PlanReport:
             },
             "alternates": {rack: list(ranked) for rack, _, ranked in plan.alternates()},
             "shed": list(plan.shed),
+            "shortfall_kw": round(sum(x.kw for x in plan.shortfalls), 3),
+            "shortfall_bound_kw": None if self.shortfall_bound is None else round(self.shortfall_bound, 3),
             "explanation": self.explanation,
         }
 
@@ -209,9 +216,14 @@ def plan_scenario(
     except AllocationError as exc:
         raise PlanReportError(f"the site cannot be planned: {exc}") from None
     exact = method == "exact" or (method == "auto" and problem.n_racks <= EXACT_MAX_RACKS)
+    least: float | None = None  # the heuristic's lower bound on the kW to shed or cap, when its plan falls short
     if exact:
         solution = solve_milp(problem, time_limit_s=TIME_LIMIT_S)  # its lp_bound is None when the plan is infeasible
     else:
-        bound = lp_bound(problem, time_limit_s=TIME_LIMIT_S) if problem.n_racks <= LP_BOUND_MAX_RACKS else None
+        small = problem.n_racks <= LP_BOUND_MAX_RACKS
+        bound = lp_bound(problem, time_limit_s=TIME_LIMIT_S) if small else None
         solution = solve_heuristic(problem, lp_bound=bound)
-    return PlanReport(scenario.name, simulator.time_s, method, problem, make_plan(problem, solution), down, inputs)
+        if solution.shortfalls and small:
+            least = shortfall_bound(problem, time_limit_s=TIME_LIMIT_S)
+    plan = make_plan(problem, solution)
+    return PlanReport(scenario.name, simulator.time_s, method, problem, plan, down, inputs, least)

@@ -457,3 +457,13 @@ def test_bad_input_is_refused_naming_the_item(build: Any, expected: str) -> None
     with pytest.raises(AllocationError) as caught:
         build()
     assert any(expected in problem for problem in caught.value.problems), caught.value.problems
+
+
+def test_the_shortfall_bound_is_a_lower_bound_on_what_any_plan_leaves_over() -> None:
+    """The elastic model's LP relaxation: 40 kW here, what the exact diagnosis finds (each
+    loss leaves 20 kW over), at most the heuristic plan's shortfall; 0 on a feasible site."""
+    problem = _problem([60.0, 60.0], [100.0, 100.0], [0, 1])
+    bound = milp.shortfall_bound(problem)
+    assert bound == pytest.approx(sum(s.kw for s in solve_milp(problem).shortfalls)) == pytest.approx(40.0)
+    assert bound <= sum(s.kw for s in solve_heuristic(problem).shortfalls) + 1e-6
+    assert milp.shortfall_bound(_problem(**SIX)) == pytest.approx(0.0, abs=1e-6)

@@ -172,3 +172,19 @@ def test_an_aged_battery_is_planned_with_the_energy_it_stores_not_its_nameplate(
     assert status.state_of_charge == pytest.approx(1.0) and status.stored_kwh == pytest.approx(20.0, rel=0.01)
     problem, _ = build_problem(simulator, observer.inputs())
     assert problem.energy_kwh[problem.source_ids.index("bat-1")] == pytest.approx(status.stored_kwh)
+
+
+def test_the_heuristic_says_its_shortfall_is_not_the_least_and_bounds_the_least(tmp_path: Path) -> None:
+    path = tmp_path / "small.toml"
+    path.write_text(TINY.replace("capacity_kw = 60", "capacity_kw = 12"))
+    data = _plan("--scenario", str(path), "--at-s", "300", "--method", "heuristic")
+    assert data["coverage"] < 1.0 and data["shortfall_kw"] > 0
+    assert data["shortfall_bound_kw"] is not None and 0 < data["shortfall_bound_kw"] <= data["shortfall_kw"] + 1e-6
+    line = [e for e in data["explanation"] if e.startswith("load to shed or cap")]
+    assert line == [f"load to shed or cap: {data['shortfall_kw']:.1f} kW in this plan, at least "
+                    f"{data['shortfall_bound_kw']:.1f} kW on any plan (LP relaxation); "
+                    "`--method exact` finds the least"]  # fmt: skip
+    exact = _plan("--scenario", str(path), "--at-s", "300", "--method", "exact")
+    assert exact["shortfall_bound_kw"] is None
+    assert exact["shortfall_kw"] >= data["shortfall_bound_kw"] - 1e-6  # the bound holds for the exact plan too
+    assert f"least load to shed or cap: {exact['shortfall_kw']:.1f} kW" in exact["explanation"]

@@ -682,11 +682,8 @@ def _diagnose(problem: Problem, time_limit_s: float) -> tuple[tuple[Shortfall, .
     found: list[Shortfall] = []
     for r in np.flatnonzero(~problem.usable.any(axis=1)):
         found.append(Shortfall(None, None, float(problem.draw_kw[r])))
-    model = _Model(problem, np.zeros(problem.n_racks, dtype=bool), elastic=True)
-    c = np.zeros(model.n_vars)
+    model, c = _elastic(problem)
     slack_cols = model.slack_cols
-    c[slack_cols] = 1.0
-    c[model.orphan0 : model.orphan0 + len(model.pr)] = problem.draw_kw[model.pr]
     result = model.solve(c, time_limit_s=time_limit_s)
     n = problem.n_racks
     if result.x is None:
@@ -704,6 +701,25 @@ def _diagnose(problem: Problem, time_limit_s: float) -> tuple[tuple[Shortfall, .
     found += [Shortfall(sources[s], None, kw) for s, kw in sorted(by_lost.items())]
     assign, alternate = model.decode(v)
     return tuple(found), assign, alternate
+
+
+def _elastic(problem: Problem) -> tuple[_Model, FloatArray]:
+    """The elastic model and its objective: kW of slack on every capacity row, plus the
+    draw of every rack left without an alternate."""
+    model = _Model(problem, np.zeros(problem.n_racks, dtype=bool), elastic=True)
+    c = np.zeros(model.n_vars)
+    c[model.slack_cols] = 1.0
+    c[model.orphan0 : model.orphan0 + len(model.pr)] = problem.draw_kw[model.pr]
+    return model, c
+
+
+def shortfall_bound(problem: Problem, *, time_limit_s: float = 60.0) -> float | None:
+    """A lower bound on the least kW that do not fit on any plan (what the exact method's
+    diagnosis finds): the elastic model's LP relaxation, fast where that diagnosis is not.
+    A heuristic plan's own shortfall is an upper bound. None if the LP did not finish."""
+    model, c = _elastic(problem)
+    relaxed = model.solve(c, relax=True, time_limit_s=time_limit_s)
+    return max(relaxed.bound, 0.0) if relaxed.status == 0 else None
 
 
 def lp_bound(problem: Problem, *, time_limit_s: float = 60.0) -> float | None:
