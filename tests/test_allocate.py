@@ -285,6 +285,21 @@ def test_a_battery_string_carries_no_more_than_its_charger_in_steady_state(solve
     assert (solution.alternate[solution.assign != 2] == 2).any()  # yet it is an alternate
 
 
+@pytest.mark.parametrize("solve", [solve_milp, solve_heuristic])
+def test_racks_leaving_a_risky_source_are_not_parked_on_an_idle_battery(solve: Any) -> None:
+    """s0 is to be emptied; its racks go to the UPS s1 within its limit, not to the idle
+    string s2, the least utilised source but one whose charger puts back only 5 kW."""
+    problem = Problem(**{**_fields(_problem([20.0, 20.0, 20.0], [100.0, 100.0, 100.0], [0, 0, 1])),
+                         "kind": (SourceKind.UPS, SourceKind.UPS, SourceKind.BATTERY),
+                         "energy_kwh": np.array([np.nan, np.nan, 100.0]),
+                         "recharge_kw": np.array([0.0, 0.0, 5.0]),
+                         "risk": np.array([0.9, 0.0, 0.0])})  # fmt: skip
+    assert problem.evacuate.tolist() == [True, True, False]
+    solution = solve(problem)
+    assert solution.status in (Status.OPTIMAL, Status.FEASIBLE) and not solution.shortfalls
+    assert solution.assign.tolist() == [1, 1, 1] and solution.alternate.tolist() == [2, 2, 2]
+
+
 def test_moves_are_ordered_so_capacity_is_freed_first() -> None:
     # s0 holds r1 (2 kW) + 6 kW, s1 holds r2 (2 kW) + 7 kW, all 10 kW sources. Target: r0
     # s2 -> s0, r1 s0 -> s1, r2 s1 -> s0. Only r2 first, then r1, then r0 fits.

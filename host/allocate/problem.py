@@ -404,9 +404,12 @@ class Problem:
 
     def place_evacuated(self, assign: IntArray, load: FloatArray) -> None:
         """Move the racks that must leave their source, largest first, each to the usable
-        source left least utilised (outside load included), updating `assign` and this
-        problem's `load` per source in place; a rack with no usable source is opened (-1)."""
-        draw, base, cap = self.draw_kw, self.other_kw, self.capacity_kw
+        source left least utilised (outside load included) among those it fits under their
+        steady limit, else to the one it overloads least, updating `assign` and this
+        problem's `load` per source in place; a rack with no usable source is opened (-1).
+        The steady limit first: an idle battery string is the least utilised source of all,
+        and a rack parked on it drains the reserve the contingencies count on."""
+        draw, base, cap, limit = self.draw_kw, self.other_kw, self.capacity_kw, self.steady_limit_kw
         for r in sorted(np.flatnonzero(self.evacuate).tolist(), key=lambda r: -draw[r]):
             s = int(assign[r])
             if s >= 0:
@@ -415,9 +418,10 @@ class Problem:
             if not options:
                 assign[r] = -1  # no usable source at all: reported as a shortfall
                 continue
-            t = min(options, key=lambda t: (load[t] + base[t] + draw[r]) / cap[t])
+            d = float(draw[r])
+            t = min(options, key=lambda t: (max(load[t] + d - limit[t], 0.0), (load[t] + base[t] + d) / cap[t]))
             assign[r] = t
-            load[t] += draw[r]
+            load[t] += d
 
     @classmethod
     def from_site(
