@@ -570,7 +570,8 @@ def _repair(problem: Problem, model: _Model, plan: FloatArray, u_cap: float, low
     for extra in REPAIR_EXTRA:
         if budget.spent():
             break
-        # `lower` just under the cap: HiGHS then stops at the first plan under it, not at the best
+        # `lower` just under the cap: HiGHS stops once near it, not at the neighbourhood's best; a plan
+        # left just over the cap goes on to the next round, or the next added cost
         near_cap = max(lower, u_cap * (1.0 - U_GAP / 10))
         repaired = _polish(problem, model, plan, near_cap, budget, target=u_cap, until=1.0, share=REPAIR_SHARE,
                            rounds=REPAIR_ROUNDS, cost_cap=base + extra + U_TOLERANCE)  # fmt: skip
