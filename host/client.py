@@ -713,8 +713,8 @@ def scan(
     request) or answered after the window is silent, and a silent round cannot tell it from
     an empty range. So the whole range is scanned again, with new salts, until a pass finds
     no tap the passes before it missed: two passes at least, `max_passes` at most.
-    `max_rounds` bounds a noisy line: what is left is reported in `unresolved`, to narrow
-    and scan again."""
+    `max_rounds` bounds each pass on a noisy line: what a pass leaves is reported in
+    `unresolved`, to narrow and scan again."""
     rng = rng or random.Random()
     seq = rng.randrange(0x10000)
     result = ScanResult()
@@ -723,7 +723,8 @@ def scan(
     while result.passes < max_passes:
         known = len(result.found)
         pending = deque([whole])
-        while pending and result.rounds < max_rounds:
+        last = result.rounds + max_rounds  # each pass has max_rounds: a large clean bus takes many
+        while pending and result.rounds < last:
             low, high = pending.popleft()
             seq = (seq + 1) & 0xFFFF
             found = discover(

@@ -593,12 +593,27 @@ def test_scan_finds_a_tap_that_missed_the_first_discover_in_the_next_pass() -> N
     assert result.rounds == result.passes == 3 and bus.deaf[uids[1]] == 0
 
 
-def test_scan_stops_at_max_passes_and_a_tap_deaf_to_all_of_them_stays_unfound() -> None:
+def test_scan_stops_after_a_pass_that_finds_nobody_new() -> None:
     uids = [bytes([1]) * 8, bytes([2]) * 8]
     bus = SlottedBus(uids, deaf={uids[1]: 5})
     result = scan(bus, slots=16, slot_ms=1, max_passes=3, rng=random.Random(4), extra_s=0)
     assert set(result.found) == {uids[0]} and result.passes == 2  # the second pass found nobody new
     assert bus.deaf[uids[1]] == 3
+
+
+def test_scan_stops_at_max_passes_while_each_pass_finds_someone_new() -> None:
+    uids = [bytes([1]) * 8, bytes([2]) * 8, bytes([3]) * 8]
+    bus = SlottedBus(uids, deaf={uids[1]: 1, uids[2]: 2})  # found in the second and third pass
+    result = scan(bus, slots=16, slot_ms=1, max_passes=2, rng=random.Random(4), extra_s=0)
+    assert set(result.found) == {uids[0], uids[1]} and result.passes == 2 and result.unresolved == []
+
+
+def test_each_pass_has_its_own_rounds_so_a_large_clean_bus_settles() -> None:
+    rng = random.Random(7)
+    uids = [rng.randbytes(8) for _ in range(200)]
+    result = scan(SlottedBus(uids), slots=16, slot_ms=1, max_rounds=200, rng=random.Random(1), extra_s=0)
+    assert set(result.found) == set(uids) and result.unresolved == [] and result.passes == 2
+    assert result.rounds > 200  # more than one pass's worth of rounds in all
 
 
 def test_scan_on_a_noisy_line_stops_after_max_rounds_and_says_what_is_left() -> None:

@@ -94,6 +94,7 @@ REPAIR_EXTRA = (1.0, 2.0, 4.0)  # weighted moves a repair may add: one deferrabl
 REPAIR_SHARE = 0.1  # of the time limit for each round of a repair
 REPAIR_ROUNDS = 3  # rounds at most per added cost
 REPAIR_MIN_SHARE = 0.2  # of the time limit left, at least, for a repair to be tried
+REPAIR_UNTIL = 0.9  # repairs end by this share of the time limit: the full model has the rest
 HALL_ALL = 10  # Hall rows for every set of survivors up to this many sources (2^(n-1) per lost source)
 HALL_MAX = 3  # above it, sets of up to this many survivors (a generated rack reaches at most 3 others)
 BOUND_MARGIN = 1e-7  # a lower bound on U handed back to HiGHS is lowered by this share (its own tolerances)
@@ -499,9 +500,11 @@ def _stage_two(model: _Model, fixed: dict[int, float], first: FloatArray, u_cap:
         c_pairs = c_moves[model.x0 : model.x0 + hall.n_pairs]
         choices, floor = hall.choose(c_pairs, upper_u=u_cap, time_limit_s=budget.share(FLOOR_SHARE),
                                      gap=MOVE_SLACK / max(cost, MOVE_SLACK))  # fmt: skip
-        for moves in choices:
+        for i, moves in enumerate(choices):
             if float(c_moves[list(moves)] @ np.array(list(moves.values()))) >= cost - U_TOLERANCE:
                 continue  # no cheaper than the plan in hand: not worth packing
+            if moves in choices[:i]:
+                continue  # HiGHS can keep the same plan twice
             packed = model.solve(c_u, fixed=moves, lower_u=_below(lower_u), time_limit_s=budget.share(PACK_SHARE),
                                  gap=U_GAP / 10)  # the least U these moves allow, under the cap or not  # fmt: skip
             if packed.x is None:
@@ -565,18 +568,20 @@ def _repair(problem: Problem, model: _Model, plan: FloatArray, u_cap: float, low
     bottleneck with its weighted moves capped at its own plus one deferrable move, then one
     normal, then one critical (REPAIR_EXTRA). The cheap plans are the floor model's, whose
     alternates do not pack under the cap; at 500 x 8 one or two more moves make them fit
-    (55.2 weighted moves down to 34.2 on seed 1). None if no cap brings it under."""
+    (55.2 weighted moves down to 34.2 on seed 1). Each larger cap goes on from where the
+    smaller left the plan, which is within it. Ends by REPAIR_UNTIL of the time limit, so
+    the full model after it has some. None if no cap brings it under."""
     base = float(model.move_cost() @ plan)
+    # `lower` just under the cap: HiGHS stops once near it, not at the neighbourhood's best; a plan
+    # left just over the cap goes on to the next round, or the next added cost
+    near_cap = max(lower, u_cap * (1.0 - U_GAP / 10))
     for extra in REPAIR_EXTRA:
-        if budget.spent():
+        if budget.spent(REPAIR_UNTIL):
             break
-        # `lower` just under the cap: HiGHS stops once near it, not at the neighbourhood's best; a plan
-        # left just over the cap goes on to the next round, or the next added cost
-        near_cap = max(lower, u_cap * (1.0 - U_GAP / 10))
-        repaired = _polish(problem, model, plan, near_cap, budget, target=u_cap, until=1.0, share=REPAIR_SHARE,
-                           rounds=REPAIR_ROUNDS, cost_cap=base + extra + U_TOLERANCE)  # fmt: skip
-        if float(repaired[model.u]) <= u_cap:
-            return repaired
+        plan = _polish(problem, model, plan, near_cap, budget, target=u_cap, until=REPAIR_UNTIL, share=REPAIR_SHARE,
+                       rounds=REPAIR_ROUNDS, cost_cap=base + extra + U_TOLERANCE)  # fmt: skip
+        if float(plan[model.u]) <= u_cap:
+            return plan
     return None
 
 
@@ -716,11 +721,13 @@ def _elastic(problem: Problem) -> tuple[_Model, FloatArray]:
 
 def shortfall_bound(problem: Problem, *, time_limit_s: float = 60.0) -> float | None:
     """A lower bound on the least kW that do not fit on any plan (what the exact method's
-    diagnosis finds): the elastic model's LP relaxation, fast where that diagnosis is not.
-    A heuristic plan's own shortfall is an upper bound. None if the LP did not finish."""
+    diagnosis finds): racks with no usable source at all, plus the elastic model's LP
+    relaxation, fast where that diagnosis is not. A heuristic plan's own shortfall is an
+    upper bound. None if the LP did not finish."""
     model, c = _elastic(problem)
     relaxed = model.solve(c, relax=True, time_limit_s=time_limit_s)
-    return max(relaxed.bound, 0.0) if relaxed.status == 0 else None
+    homeless = float(problem.draw_kw[~problem.usable.any(axis=1)].sum())
+    return homeless + max(relaxed.bound, 0.0) if relaxed.status == 0 else None
 
 
 def lp_bound(problem: Problem, *, time_limit_s: float = 60.0) -> float | None:
