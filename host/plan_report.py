@@ -54,6 +54,11 @@ class PlanReport:
     shortfall_bound: float | None = None  # the heuristic's: a lower bound on the least kW to shed or cap (LP)
 
     @property
+    def shortfall_kw(self) -> float:
+        """The kW this plan leaves over the limits (0 when N-1 is covered)."""
+        return sum(s.kw for s in self.plan.shortfalls)
+
+    @property
     def lp_bound(self) -> float | None:
         """The LP bound the plan's gap is to (None: not computed, or no plan covers N-1)."""
         return self.plan.solution.lp_bound
@@ -99,7 +104,7 @@ class PlanReport:
         out = [str(s) for s in plan.shortfalls]
         if plan.shed:
             out.append(f"shed (feeds opened): {', '.join(plan.shed)}")
-        over = sum(s.kw for s in plan.shortfalls)
+        over = self.shortfall_kw
         if over > 0 and plan.solution.method == "milp":
             out.append(f"least load to shed or cap: {over:.1f} kW")
         elif over > 0:  # the heuristic's plan: its own shortfall is not the least
@@ -148,7 +153,7 @@ class PlanReport:
             },
             "alternates": {rack: list(ranked) for rack, _, ranked in plan.alternates()},
             "shed": list(plan.shed),
-            "shortfall_kw": round(sum(x.kw for x in plan.shortfalls), 3),
+            "shortfall_kw": round(self.shortfall_kw, 3),
             "shortfall_bound_kw": None if self.shortfall_bound is None else round(self.shortfall_bound, 3),
             "explanation": self.explanation,
         }

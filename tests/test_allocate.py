@@ -482,3 +482,6 @@ def test_the_shortfall_bound_is_a_lower_bound_on_what_any_plan_leaves_over() -> 
     assert bound == pytest.approx(sum(s.kw for s in solve_milp(problem).shortfalls)) == pytest.approx(40.0)
     assert bound <= sum(s.kw for s in solve_heuristic(problem).shortfalls) + 1e-6
     assert milp.shortfall_bound(_problem(**SIX)) == pytest.approx(0.0, abs=1e-6)
+    homeless = _problem([10.0, 7.0], [100.0, 100.0], [0, 1], reach=[[0, 1], [1]], risk=np.array([0.0, 0.9]))
+    assert milp.shortfall_bound(homeless) == pytest.approx(sum(s.kw for s in solve_milp(homeless).shortfalls))
+    assert milp.shortfall_bound(homeless) >= 7.0  # r1 reaches only the source being emptied

@@ -94,7 +94,6 @@ REPAIR_EXTRA = (1.0, 2.0, 4.0)  # weighted moves a repair may add: one deferrabl
 REPAIR_SHARE = 0.1  # of the time limit for each round of a repair
 REPAIR_ROUNDS = 3  # rounds at most per added cost
 REPAIR_MIN_SHARE = 0.2  # of the time limit left, at least, for a repair to be tried
-REPAIR_UNTIL = 0.9  # repairs end by this share of the time limit: the full model has the rest
 HALL_ALL = 10  # Hall rows for every set of survivors up to this many sources (2^(n-1) per lost source)
 HALL_MAX = 3  # above it, sets of up to this many survivors (a generated rack reaches at most 3 others)
 BOUND_MARGIN = 1e-7  # a lower bound on U handed back to HiGHS is lowered by this share (its own tolerances)
@@ -568,20 +567,21 @@ def _repair(problem: Problem, model: _Model, plan: FloatArray, u_cap: float, low
     bottleneck with its weighted moves capped at its own plus one deferrable move, then one
     normal, then one critical (REPAIR_EXTRA). The cheap plans are the floor model's, whose
     alternates do not pack under the cap; at 500 x 8 one or two more moves make them fit
-    (55.2 weighted moves down to 34.2 on seed 1). Each larger cap goes on from where the
-    smaller left the plan, which is within it. Ends by REPAIR_UNTIL of the time limit, so
-    the full model after it has some. None if no cap brings it under."""
+    (55.2 weighted moves down to 34.2 on seed 1). Each larger cap starts again from the
+    plan. A repair may run to the end of the time limit: ending them by 90% of it, to leave
+    the full model time, lost seed 3's at 30 s (41.2 weighted moves, not 17.2). None if no
+    cap brings it under."""
     base = float(model.move_cost() @ plan)
     # `lower` just under the cap: HiGHS stops once near it, not at the neighbourhood's best; a plan
     # left just over the cap goes on to the next round, or the next added cost
     near_cap = max(lower, u_cap * (1.0 - U_GAP / 10))
     for extra in REPAIR_EXTRA:
-        if budget.spent(REPAIR_UNTIL):
+        if budget.spent():
             break
-        plan = _polish(problem, model, plan, near_cap, budget, target=u_cap, until=REPAIR_UNTIL, share=REPAIR_SHARE,
-                       rounds=REPAIR_ROUNDS, cost_cap=base + extra + U_TOLERANCE)  # fmt: skip
-        if float(plan[model.u]) <= u_cap:
-            return plan
+        repaired = _polish(problem, model, plan, near_cap, budget, target=u_cap, until=1.0, share=REPAIR_SHARE,
+                           rounds=REPAIR_ROUNDS, cost_cap=base + extra + U_TOLERANCE)  # fmt: skip
+        if float(repaired[model.u]) <= u_cap:
+            return repaired
     return None
 
 
