@@ -13,7 +13,7 @@ from host.allocate import milp
 from host.allocate.check import check
 from host.allocate.generate import tight_problem
 from host.allocate.heuristic import solve_heuristic
-from host.allocate.milp import MIN_STEP_S, _Budget, _choose_moves, _HallModel, _Model, _repair, lp_bound, solve_milp
+from host.allocate.milp import MIN_STEP_S, RELAXED_GAP, _Budget, _HallModel, _Model, _repair, lp_bound, solve_milp
 from host.allocate.plan import Plan, make_plan, order_moves
 from host.allocate.problem import AllocationError, Policy, Problem
 from host.allocate.solution import Shortfall, Solution, Status
@@ -367,7 +367,7 @@ def test_relaxed_alternates_bound_every_plan_and_their_moves_keep_the_budget() -
     its bound must lie below the U of any plan, and its moves within the budget."""
     problem = tight_problem(60, 4, seed=3, budget=5)
     model = _Model(problem, np.zeros(problem.n_racks, dtype=bool), elastic=False)
-    choices, bound = _choose_moves(problem, model, time_limit_s=10.0)
+    choices, bound = _HallModel(problem, model).choose(None, time_limit_s=10.0, gap=RELAXED_GAP)
     assert choices
     milp_plan, heuristic_plan = solve_milp(problem, time_limit_s=10), solve_heuristic(problem)
     assert bound <= milp_plan.u + 1e-9

@@ -22,7 +22,7 @@ counting bound (total load / n-1 capacities), and so does the model with the alt
 relaxed (x binary, y continuous), so the gap is all in packing indivisible racks into the
 survivors' headroom; HiGHS alone wanders for minutes at 0.5-2% above the bound at 500 x 8
 and never raises it. So stage 1 is seeded: (a) a model without y, Hall's condition per lost
-source in its place (see `_choose_moves`), picks the racks to move; (b) with those moves
+source in its place (see `_HallModel`), picks the racks to move; (b) with those moves
 fixed the alternates are packed exactly (a fraction of a second); (c) the better of that
 plan and the heuristic's is polished around its bottleneck (see `_polish`); (d) only if it
 is still not within U_GAP of the bound does the full model run, from it. U is bounded below
@@ -668,12 +668,6 @@ class _HallModel:
         plans = [found.x] if found.x is not None else []
         choices = [{x0 + p: float(v > 0.5) for p, v in enumerate(x[: self.n_pairs])} for x in plans + found.earlier]
         return choices, found.bound
-
-
-def _choose_moves(problem: Problem, model: _Model, time_limit_s: float) -> _Choice:
-    """The racks' sources that minimise U in the relaxation without alternates (`_HallModel`),
-    and its proven lower bound on U, valid for every plan."""
-    return _HallModel(problem, model).choose(None, time_limit_s=time_limit_s, gap=RELAXED_GAP)
 
 
 def _below(bound: float) -> float:
