@@ -57,13 +57,14 @@ class Capture:
                 self._freeze()
 
     def start(self, capture_id, trigger, cycles):
-        """Returns 0, or an error code. A start with the held id changes nothing."""
+        """Returns 0, or the 1-based position of the field out of range (OUT_OF_RANGE's
+        detail). A start with the held id changes nothing."""
         if capture_id == self.capture_id and self._state != _IDLE:
             return 0
-        if not 1 <= cycles <= self.max_cycles():
-            return catalog.E_OUT_OF_RANGE
         if trigger != catalog.TRIGGER_NOW and trigger != catalog.TRIGGER_NEXT_EVENT:
-            return catalog.E_OUT_OF_RANGE
+            return 2
+        if not 1 <= cycles <= self.max_cycles():
+            return 3
         if self._state == _FROZEN:
             self._filled = 0  # the ring stood still: what it holds is not the recent past
         self.capture_id = capture_id

@@ -1,7 +1,9 @@
 # Admission of a request on the tap (SPEC.md, "Addressing", "Authentication",
 # "Epoch" and "Retries and duplicates"). Runs before any handler: a frame that is
-# not admitted changes nothing. The handler of an admitted authenticated command
-# calls remember() with its answer, so a retry is answered again, not executed again.
+# not admitted changes nothing. Once a signed request has consumed its counter
+# (`consumed`), its answer, whatever it is, goes to remember(), so a retry is answered
+# again, not executed again. A refusal before that is never remembered: a replayed old
+# frame must not push a genuine answer out of the cache.
 
 from micropython import const
 
@@ -43,6 +45,8 @@ class Guard:
         self.payload_end = 0  # payload is body[7:payload_end]
         self.auth_epoch = 0
         self.auth_counter = 0
+        self.verified = False  # the request's tag passed: its answer is signed
+        self.consumed = False  # the request consumed its counter: its answer is remembered
         self._tag = bytearray(_TAG_LEN)
         self._cache_epoch = [0] * _CACHE
         self._cache_seq = [-1] * _CACHE
@@ -54,6 +58,8 @@ class Guard:
 
     def admit(self, body, n):
         self.detail = 0
+        self.verified = False
+        self.consumed = False
         if n < _HEADER_LEN:
             return IGNORE
         dst = body[1]
@@ -86,13 +92,13 @@ class Guard:
             if flags & catalog.FLAG_AUTH:
                 return self._refuse(catalog.E_BAD_HEADER, flags)
             return ADMIT
-        return self._admit_signed(body, n, flags)
+        return self._admit_signed(body, n, flags, message.request.size)
 
-    def _admit_signed(self, body, n, flags):
+    def _admit_signed(self, body, n, flags, payload_len):
         if not flags & catalog.FLAG_AUTH:
             return self._refuse(catalog.E_AUTH_REQUIRED, 0)
         if n < _HEADER_LEN + _AUTH_LEN:
-            return self._refuse(catalog.E_BAD_LENGTH, _HEADER_LEN + _AUTH_LEN)
+            return self._refuse(catalog.E_BAD_LENGTH, payload_len)  # as every BAD_LENGTH: the expected length
         trailer = n - _AUTH_LEN
         epoch = _u32(body, trailer)
         counter = _u32(body, trailer + 4)
@@ -109,6 +115,7 @@ class Guard:
         if not self.hmac.tag_ok(memoryview(body)[: n - _TAG_LEN], tag, _TAG_LEN):
             self.auth_failures += 1
             return self._refuse(catalog.E_BAD_TAG, 0)
+        self.verified = True
         if self.type == catalog.T_RAISE_EPOCH:
             if epoch <= self.epoch:
                 return self._refuse(catalog.E_STALE_EPOCH, self.epoch)
@@ -119,9 +126,13 @@ class Guard:
         if counter <= self.counter:
             return self._refuse(catalog.E_REPLAY, self.counter)
         self.counter = counter  # consumed, whatever the handler then decides
+        self.consumed = True
         if self.type == catalog.T_RAISE_EPOCH:
-            if trailer - _HEADER_LEN != 4 or _u32(body, _HEADER_LEN) != epoch:
-                return self._refuse(catalog.E_OUT_OF_RANGE, epoch)
+            # checked after the raise and the counter (SPEC.md, "Controller epoch")
+            if trailer - _HEADER_LEN != payload_len:
+                return self._refuse(catalog.E_BAD_LENGTH, payload_len)
+            if _u32(body, _HEADER_LEN) != epoch:
+                return self._refuse(catalog.E_OUT_OF_RANGE, 1)  # new_epoch, the first field
             self.epoch = epoch
         return ADMIT
 
@@ -134,7 +145,7 @@ class Guard:
         return ADMIT
 
     def remember(self, answer, n):
-        """Keep the answer to the admitted authenticated request for its retries."""
+        """Keep the answer to the request that consumed its counter, for its retries."""
         slot = self._cache_next
         self._cache_next = (slot + 1) % _CACHE
         self._cache_epoch[slot] = self.auth_epoch

@@ -31,10 +31,8 @@ _LIMIT_FIELDS = ("curve", "pickup_mA", "tms_milli", "instantaneous_mA", "undervo
 _CRC_FIELDS = ("address", "curve", "pickup_mA", "tms_milli", "instantaneous_mA", "undervoltage_mV", "overvoltage_mV",
                "frequency_low_cHz", "frequency_high_cHz", "thd_max_dpct", "rankings",
                "calibration")  # SPEC.md, config_crc
-# the guard's refusals that come after the tag checked out (SPEC.md "Authentication", steps 5
-# and 6, and RAISE_EPOCH's payload); those before it (AUTH_REQUIRED, BAD_LENGTH without a
-# trailer, BUSY, BAD_TAG) answer a request the tap cannot attribute to the key's holder
-_AFTER_TAG = (catalog.E_STALE_EPOCH, catalog.E_EPOCH_NOT_RAISED, catalog.E_REPLAY, catalog.E_OUT_OF_RANGE)
+_HOST_TIMEOUT_MS = catalog.HOST_TIMEOUT_S * 1000
+_SILENT_CAP_MS = 65535 * 1000  # host_silent_s saturates at 65535 s: count no further
 _BAD_TAGS_BEFORE_PAUSE = 8  # SPEC.md: then tag checks stop for a second
 _PAUSE_US = 1000000
 
@@ -203,8 +201,8 @@ class Tap:
             if k <= len(cfg["rankings"]):
                 self.protection.set_alternates(k, cfg["rankings"][k - 1])
         self.protection.preferred = cfg["preferred"]
-        self._last_host = now
-        self._host_alive = False
+        self._host_silent_ms = 0  # since the last sign of life from a host, or since boot
+        self._host_seen = False  # HOST_LOST is the loss of a host that was there (SPEC.md)
         self._bad_tags = 0
         self._paused_at = 0
         self._pending = None  # a discovery answer waiting for its slot: (bus, due_us, length)
@@ -212,6 +210,9 @@ class Tap:
         self._seen_trips = 0
         self._seen_state = self.protection.state
         self._seen_lost = [False] * self.n  # each input's loss detector, as last logged
+        # each input's values settle once this many meter windows have closed: the first window
+        # after a change of its detector's verdict straddles the change (SPEC.md, TELEMETRY)
+        self._settled_at = [0] * self.n
         self._seen_relay_state = self.relays.state
         self._seen_failed = 0
         self._closing = 0  # the input whose relay was last seen closing
@@ -280,7 +281,10 @@ class Tap:
         self.uptime.tick(self._block_ms)
         active = self.relays.active
         self.meter.active = active
-        self.protection.host_present = not self.alarms & catalog.ALARM_HOST_LOST
+        if self._host_silent_ms < _SILENT_CAP_MS:
+            self._host_silent_ms += self._block_ms
+        # without a host, since boot included, the tap returns by itself to the host's last choice
+        self.protection.host_present = self._host_silent_ms <= _HOST_TIMEOUT_MS
         self.meter.process(hal.volts, hal.amps, self.board["block"])
         self.protection.process(hal.volts, hal.amps, self.board["block"], now)
         self.capture.record(hal.volts, hal.amps, self.board["block"])
@@ -293,9 +297,8 @@ class Tap:
         if self.guard.paused and hal.ticks_diff(now, self._paused_at) >= _PAUSE_US:
             self.guard.paused = False
             self._bad_tags = 0
-        if hal.ticks_diff(now, self._last_host) > catalog.HOST_TIMEOUT_S * 1000000:
-            if not self.alarms & catalog.ALARM_HOST_LOST:
-                self._event(catalog.EV_HOST_LOST, self.relays.active, 0)
+        if self._host_seen and self._host_silent_ms > _HOST_TIMEOUT_MS and not self.alarms & catalog.ALARM_HOST_LOST:
+            self._event(catalog.EV_HOST_LOST, self.relays.active, 0)
             self.alarms |= catalog.ALARM_HOST_LOST
         if self.relays.state == rm.FAULT:
             self.alarms |= catalog.ALARM_RELAY_MISMATCH
@@ -314,6 +317,7 @@ class Tap:
             if lost == self._seen_lost[k]:
                 continue
             self._seen_lost[k] = lost
+            self._settled_at[k] = self.meter.inputs[k].windows + 2
             if lost:
                 self._event(catalog.EV_SOURCE_LOST, k + 1, 0)
                 if k + 1 == active and not self._dark:
@@ -403,8 +407,12 @@ class Tap:
                     guard.paused = True  # a flood: stop paying for tag checks for a while
                     self._paused_at = now
             length = reply.nak(out, guard.address, guard.seq, guard.type, verdict, guard.detail)
-            if verdict in _AFTER_TAG:  # SPEC.md: the answer to a request whose tag passed is signed
-                length = self._sign_and_remember(length, self.hmac)
+            if guard.verified:  # SPEC.md: the answer to a request whose tag passed is signed...
+                length = self._sign(length, self.hmac)
+            if guard.consumed:  # ... and remembered only if it consumed its counter
+                self._persist_counter()
+                guard.remember(out, length)
+                self._host_alive_now()
             self._send(bus, length)
             return
         message = self.messages[guard.type]
@@ -415,29 +423,31 @@ class Tap:
         hmac = self.hmac
         if message.authenticated:
             self._bad_tags = 0
-        if message.authenticated:
             self._persist_counter()  # consumed by the guard, whatever comes next
+            self._host_alive_now()  # a command in the tap's epoch: the host is there
         if fields is None:
             length = reply.nak(out, guard.address, guard.seq, guard.type, catalog.E_BAD_LENGTH,
                                message.request.size)
         else:
-            self._host_alive = True
             length, hmac = self._dispatch(bus, guard.type, fields, now)
-            if self._host_alive:  # an admitted request, but not a heartbeat from another epoch
-                self._last_host = now
-                self.alarms &= ~catalog.ALARM_HOST_LOST
             if length == 0:
                 return  # answered later (a discovery slot) or not at all
         if message.authenticated:
-            length = self._sign_and_remember(length, hmac)
+            length = self._sign(length, hmac)
+            guard.remember(out, length)
         self._send(bus, length)
         if self.reset_requested:
             self.hal.reset()
 
-    def _sign_and_remember(self, length, hmac):
-        length = reply.sign(self.encoder.body, length, hmac, self.guard.auth_epoch, self.guard.auth_counter)
-        self.guard.remember(self.encoder.body, length)
-        return length
+    def _sign(self, length, hmac):
+        return reply.sign(self.encoder.body, length, hmac, self.guard.auth_epoch, self.guard.auth_counter)
+
+    def _host_alive_now(self):
+        """SPEC.md, "Host loss": a signed command or a HEARTBEAT in the tap's epoch; reads
+        carry no epoch, so a stale controller's polling does not count."""
+        self._host_silent_ms = 0
+        self._host_seen = True
+        self.alarms &= ~catalog.ALARM_HOST_LOST
 
     def _send(self, bus, length):
         n = self.encoder.encode(length)
@@ -471,9 +481,9 @@ class Tap:
             return self._status(), hmac
         if msg_type == catalog.T_HEARTBEAT:
             verdict = self.guard.heartbeat(f["epoch"])
-            if verdict:
-                self._host_alive = False  # another epoch's heartbeat is no sign of life
+            if verdict:  # another epoch's heartbeat is no sign of life
                 return (self._nak(verdict, self.guard.detail) if self.guard.answered else 0), hmac
+            self._host_alive_now()
             if not self.guard.answered:
                 return 0, hmac
             return self._answer(msg_type, {"epoch": self.guard.epoch, "uptime_s": self.uptime.s,
@@ -514,11 +524,11 @@ class Tap:
             self._discover(bus, f, now)
             return 0, hmac
         if msg_type == catalog.T_CAPTURE_START:
-            error = self.capture.start(f["capture_id"], f["trigger"], f["cycles"])
-            return (self._nak(error, 3) if error else self._capture_info(msg_type)), hmac
+            position = self.capture.start(f["capture_id"], f["trigger"], f["cycles"])
+            return (self._nak(catalog.E_OUT_OF_RANGE, position) if position else self._capture_info(msg_type)), hmac
         if msg_type == catalog.T_CAPTURE_INFO:
             if f["capture_id"] != self.capture.capture_id:
-                return self._nak(catalog.E_NO_CAPTURE, self.capture.capture_id & 0xFFFF), hmac
+                return self._nak(catalog.E_NO_CAPTURE, self._held_capture()), hmac
             return self._capture_info(msg_type), hmac
         if msg_type == catalog.T_CAPTURE_READ:
             return self._capture_read(f), hmac
@@ -533,6 +543,8 @@ class Tap:
             state |= catalog.INPUT_PRESENT
         if self.protection.healthy(k):
             state |= catalog.INPUT_HEALTHY
+        if ch.windows < self._settled_at[k - 1]:
+            state |= catalog.INPUT_SETTLING  # the values are from before, or across, the change
         return state
 
     def _relays_closed(self):
@@ -585,7 +597,7 @@ class Tap:
         active = self.relays.active
         row = p.rankings[active - 1] if active else (0, 0, 0)
         self.alarms &= ~catalog.ALARM_AUTH_FAILURES  # reading STATUS clears it
-        silent = self.hal.ticks_diff(self.hal.ticks_us(), self._last_host) // 1000000
+        silent = self._host_silent_ms // 1000
         return self._answer(catalog.T_STATUS, {
             "active_input": self.relays.active, "relays_closed": self._relays_closed(), "protection": p.state,
             "alarms": self.alarms, "epoch": self.guard.epoch, "auth_counter": self.guard.counter,
@@ -738,10 +750,15 @@ class Tap:
             "sample_rate_hz": self.board["fs"], "samples_per_channel": c.samples, "total_bytes": c.total_bytes(),
             "n_channels": len(channels), "channels": channels})
 
+    def _held_capture(self):
+        """NO_CAPTURE's detail: the id of the capture held, or NO_CAPTURE_HELD if there is none."""
+        held = self.capture.capture_id
+        return catalog.NO_CAPTURE_HELD if held < 0 else held
+
     def _capture_read(self, f):
         c = self.capture
         if f["capture_id"] != c.capture_id or not c.ready():
-            return self._nak(catalog.E_NO_CAPTURE, c.capture_id & 0xFFFF)
+            return self._nak(catalog.E_NO_CAPTURE, self._held_capture())
         if f["offset"] >= c.total_bytes():
             return self._nak(catalog.E_OUT_OF_RANGE, 2)
         n = self._answer(catalog.T_CAPTURE_READ, {"capture_id": f["capture_id"], "offset": f["offset"],

@@ -7,7 +7,7 @@
 
 # -- versioning -----------------------------------------------------------------
 VERSION = 1  # header byte 0; a receiver refuses any other value
-PROTOCOL_MINOR = 2  # reported by IDENTIFY; minor revisions only append fields/types
+PROTOCOL_MINOR = 3  # reported by IDENTIFY; minor revisions only append fields/types
 # minor 1: READ_SETTINGS and SET_CALIBRATION; config_crc also covers the calibration
 # minor 2: READ_ALTERNATES
 
@@ -66,7 +66,7 @@ CURVE_STANDARD_INVERSE = 1
 CURVE_VERY_INVERSE = 2
 CURVE_EXTREMELY_INVERSE = 3
 
-ALARM_HOST_LOST = 0x0001  # no valid heartbeat or request for longer than the host timeout
+ALARM_HOST_LOST = 0x0001  # a host heard since boot has sent nothing in the tap's epoch for the host timeout
 ALARM_OVERTEMPERATURE = 0x0002
 ALARM_RELAY_MISMATCH = 0x0004  # contact feedback disagrees with the commanded state
 ALARM_AUTH_FAILURES = 0x0008  # bad tags seen since the last STATUS read
@@ -79,6 +79,8 @@ HOST_TIMEOUT_S = 10  # default: HOST_LOST after this long without the host
 
 INPUT_PRESENT = 0x01
 INPUT_HEALTHY = 0x02  # within the voltage, frequency and THD limits
+INPUT_SETTLING = 0x04  # minor 3: the values come from a window that began before the present bit last changed
+NO_CAPTURE_HELD = 0x10000  # NO_CAPTURE's detail when the tap holds no capture (above every u16 id)
 
 CAPTURE_ARMED = 0
 CAPTURE_READY = 1

@@ -437,8 +437,24 @@ def stream_vectors() -> list[dict[str, Any]]:
             ["oversize"],
         ),
         ("noise between frames", good + b"\xff\xfe\x00" + good2, ["good", "bad_cobs", "good"]),
+        ("an empty block after a final 0xFF block", _final_full_block_frame()[:-1] + b"\x01\x00", ["good"]),
     ]
     return [{"name": n, "wire": w.hex(), "outcomes": o} for n, w, o in streams]
+
+
+def _final_full_block_frame() -> bytes:
+    """A good frame whose last COBS block is a full one (code 0xFF): a CAPTURE_READ answer,
+    whose only zero is the host address in byte 1, then 254 non-zero bytes, CRC included."""
+    data = bytes((i % 255) + 1 for i in range(235))
+    for capture_id in range(0x0101, 0xFFFF):
+        fields = {"capture_id": capture_id, "offset": 0x01010101, "total_bytes": 0x01010101, "data": data}
+        payload = messages.encode_payload(messages.message_named("CAPTURE_READ"), fields, response=True)
+        body = messages.Frame(catalog.ADDR_HOST, TAP, catalog.T_CAPTURE_READ, 0x0101, payload,
+                              catalog.FLAG_RESPONSE).to_body()
+        wire = framing.encode_frame(body)
+        if wire[2] == 0xFF and len(wire) == 2 + 1 + 254 + 1:
+            return wire
+    raise AssertionError("no capture id gives a CRC without a zero byte")
 
 
 def _flip(wire: bytes, index: int) -> bytes:
@@ -503,6 +519,31 @@ def request_vectors() -> list[dict[str, Any]]:
             True,
         ),
         (
+            "raise epoch whose payload differs from its trailer",
+            messages.request(
+                TAP, "RAISE_EPOCH", 21, {"new_epoch": EPOCH + 2}, key=KEY, epoch=EPOCH + 1, counter=51
+            ).to_body(),
+            "OUT_OF_RANGE",
+            "ok",
+            True,
+        ),
+        (
+            "raise epoch to the same value, payload differing too",
+            messages.request(
+                TAP, "RAISE_EPOCH", 21, {"new_epoch": EPOCH + 2}, key=KEY, epoch=EPOCH, counter=51
+            ).to_body(),
+            "STALE_EPOCH",
+            "ok",
+            True,
+        ),
+        (
+            "signed switch too short for a trailer",
+            _body(TAP, catalog.T_SWITCH, catalog.FLAG_AUTH, 20, b"\x01\x02" + bytes(8)),
+            "BAD_LENGTH",
+            "BAD_LENGTH",
+            None,
+        ),
+        (
             "signed switch missing a payload byte",
             messages.sign(messages.Frame(TAP, 0, catalog.T_SWITCH, 20, b"\x01"), KEY, EPOCH, 51).to_body(),
             "BAD_LENGTH",
@@ -565,8 +606,25 @@ def request_vectors() -> list[dict[str, Any]]:
             None,
         ),
     ]
+    # NAK detail the tap must give, where the error table fixes it (SPEC.md, "Error codes")
+    details = {
+        "signed switch, counter equal to the last accepted": 50,
+        "signed switch, older counter": 50,
+        "switch from a stale epoch": EPOCH,
+        "switch from an epoch never raised": EPOCH,
+        "raise epoch to the same value": EPOCH,
+        "raise epoch whose payload differs from its trailer": 1,
+        "raise epoch to the same value, payload differing too": EPOCH,
+        "signed switch too short for a trailer": 2,
+        "signed switch missing a payload byte": 2,
+        "telemetry request with an extra byte": 0,
+        "protocol version 2": catalog.VERSION,
+        "reserved flag bit": 0x80,
+        "unknown message type": 0x7E,
+    }
     return [
-        {"name": n, "tap_state": state, "body": b.hex(), "tap": t, "host": h, "tag_valid": v} for n, b, t, h, v in cases
+        {"name": n, "tap_state": state, "body": b.hex(), "tap": t, "host": h, "tag_valid": v, "detail": details.get(n)}
+        for n, b, t, h, v in cases
     ]
 
 

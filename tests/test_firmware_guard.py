@@ -64,6 +64,9 @@ def test_retries_duplicates_epochs_and_replays(micropython, tmp_path: Path) -> N
         {"body": raise_epoch.to_body().hex()},  # its cache entry has been pushed out
         {"body": newer[-1].to_body().hex()},  # the latest one is still cached
         {"body": forged.to_body().hex()},
+        # replayed old frames, each refused: none of them evicts the latest answer
+        *({"body": f.to_body().hex()} for f in (switch, reused_seq, replayed_counter, stale)),
+        {"body": newer[-1].to_body().hex()},
     ]
     results = _run(micropython, tmp_path, steps)
     verdicts = [(r["verdict"], r["epoch"], r["counter"]) for r in results]
@@ -84,6 +87,11 @@ def test_retries_duplicates_epochs_and_replays(micropython, tmp_path: Path) -> N
         ("STALE_EPOCH", 4, 58),
         ("cached", 4, 58),
         ("BAD_TAG", 4, 58),
+        ("STALE_EPOCH", 4, 58),
+        ("STALE_EPOCH", 4, 58),
+        ("STALE_EPOCH", 4, 58),
+        ("STALE_EPOCH", 4, 58),
+        ("cached", 4, 58),
     ]
     assert results[3]["detail"] == 52 and results[5]["detail"] == 4
 

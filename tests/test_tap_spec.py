@@ -186,3 +186,149 @@ def test_an_unknown_type_with_the_auth_flag_is_refused_not_fatal(tmp_path: Path,
         assert tap.ask(tap.plain("IDENTIFY")).fields()["address"] == ADDRESS  # still running
     finally:
         tap.stop()
+
+
+# -- the duplicate cache holds accepted commands only -------------------------------------------------
+
+
+def test_replayed_old_frames_do_not_push_a_genuine_answer_out_of_the_cache(tmp_path: Path, mpy_tree: Path) -> None:
+    tap = SimTap(tmp_path).start(mpy_tree)
+    try:
+        _wait_healthy(tap)
+        # frames an eavesdropper captured, each accepted once...
+        captured = [tap.signed("SET_ALTERNATES", ALTERNATES) for _ in range(4)]
+        for frame in captured:
+            assert tap.ask(frame).type == catalog.T_ACK
+        # ... pushed out of the cache by later commands, the last of them a SWITCH
+        for _ in range(3):
+            assert tap.ask(tap.signed("SET_ALTERNATES", ALTERNATES)).type == catalog.T_ACK
+        switch = tap.signed("SWITCH", {"expected_input": 1, "target_input": 2})
+        ack = tap.ask(switch)
+        assert ack.type == catalog.T_ACK
+        tap.wait_active(2)
+        for frame in captured:  # replayed: each refused, signed, with the last accepted counter as it is now
+            refused = tap.ask(frame)
+            assert refused.fields() == {"request_type": catalog.T_SET_ALTERNATES, "error": catalog.E_REPLAY,
+                                        "detail": tap.counter}
+            assert messages.verify(refused, KEY) and not refused.flags & catalog.FLAG_CACHED
+        retry = tap.ask(switch, bus=1)  # the host's byte-identical retry of its SWITCH
+        assert retry.type == catalog.T_ACK and retry.flags & catalog.FLAG_CACHED and retry.payload == ack.payload
+        assert messages.verify(retry, KEY)
+        assert sum(1 for _, _, closed in tap.plant.commands if closed) == 1  # executed once
+    finally:
+        tap.stop()
+
+
+def test_raise_epoch_and_short_bodies_refused_with_the_tables_detail(tmp_path: Path, mpy_tree: Path) -> None:
+    tap = SimTap(tmp_path).start(mpy_tree)
+    try:
+        mismatched = tap.signed("RAISE_EPOCH", {"new_epoch": EPOCH + 2}, epoch=EPOCH + 1)
+        refused = tap.ask(mismatched)
+        # after the raise and counter checks: the counter is spent, the answer signed and cached
+        assert refused.fields() == {"request_type": catalog.T_RAISE_EPOCH, "error": catalog.E_OUT_OF_RANGE,
+                                    "detail": 1}
+        assert messages.verify(refused, KEY)
+        again = tap.ask(mismatched, bus=1)
+        assert again.flags & catalog.FLAG_CACHED and again.payload == refused.payload
+        status = tap.ask(tap.plain("STATUS")).fields()
+        assert status["epoch"] == EPOCH and status["auth_counter"] == tap.counter
+        # a stale raise that also mismatches: STALE_EPOCH comes first, and nothing is consumed
+        stale = tap.ask(tap.signed("RAISE_EPOCH", {"new_epoch": EPOCH + 5}, epoch=EPOCH)).fields()
+        assert stale["error"] == catalog.E_STALE_EPOCH and stale["detail"] == EPOCH
+        assert tap.ask(tap.plain("STATUS")).fields()["auth_counter"] == tap.counter - 1
+        # a signed SWITCH too short to hold a trailer: the expected payload length, unsigned
+        short = bytes([catalog.VERSION, ADDRESS, catalog.ADDR_HOST, catalog.T_SWITCH, catalog.FLAG_AUTH, 9, 0, 1, 2])
+        answer = tap.ask(short)
+        assert answer.fields()["error"] == catalog.E_BAD_LENGTH and answer.fields()["detail"] == 2
+        assert answer.auth is None
+    finally:
+        tap.stop()
+
+
+# -- HOST_LOST is the loss of a host that was there ---------------------------------------------------
+
+
+def _until_uptime(tap: SimTap, seconds: int) -> dict[str, Any]:
+    """Poll with reads only (no sign of life) until the tap's uptime reaches `seconds`."""
+    deadline = time.monotonic() + 120
+    while True:
+        telemetry = tap.ask(tap.plain("TELEMETRY")).fields()
+        if telemetry["uptime_s"] >= seconds:
+            return telemetry
+        assert time.monotonic() < deadline, "the tap's clock stood still"
+        time.sleep(0.02)
+
+
+def test_host_lost_rises_only_after_a_host_was_there_and_reads_are_no_sign_of_life(
+    tmp_path: Path, mpy_tree: Path
+) -> None:
+    tap = SimTap(tmp_path).start(mpy_tree)
+    try:
+        first = _until_uptime(tap, catalog.HOST_TIMEOUT_S + 2)  # polled all along, never a heartbeat
+        assert not first["alarms"] & catalog.ALARM_HOST_LOST
+        status = tap.ask(tap.plain("STATUS")).fields()
+        assert status["host_silent_s"] >= catalog.HOST_TIMEOUT_S + 1  # counted from boot
+        beat = tap.ask(tap.plain("HEARTBEAT", {"epoch": EPOCH})).fields()
+        assert tap.ask(tap.plain("STATUS")).fields()["host_silent_s"] <= 1
+        # another epoch's heartbeat and reads keep nothing alive: the alarm rises
+        tap.ask(tap.plain("HEARTBEAT", {"epoch": EPOCH + 1}))
+        lost = _until_uptime(tap, beat["uptime_s"] + catalog.HOST_TIMEOUT_S + 2)
+        assert lost["alarms"] & catalog.ALARM_HOST_LOST
+        events = tap.ask(tap.plain("READ_EVENTS", {"since": 0, "max_count": 30})).fields()["events"]
+        boot, host_lost = events[0], [e for e in events if e["code"] == catalog.EV_HOST_LOST]
+        # booted holding input 1, its configuration record intact
+        assert boot["code"] == catalog.EV_BOOT and boot["input"] == 1 and boot["value"] == 0
+        assert len(host_lost) == 1 and host_lost[0]["input"] == 1 and host_lost[0]["value"] == 0
+        assert host_lost[0]["time_ms"] > (beat["uptime_s"] + catalog.HOST_TIMEOUT_S) * 1000
+        # a signed command in the tap's epoch is a sign of life: the alarm clears
+        assert tap.ask(tap.signed("SET_ALTERNATES", ALTERNATES)).type == catalog.T_ACK
+        assert not tap.ask(tap.plain("STATUS")).fields()["alarms"] & catalog.ALARM_HOST_LOST
+    finally:
+        tap.stop()
+
+
+# -- TELEMETRY: the state and the values of one window -------------------------------------------------
+
+
+def test_values_from_a_window_across_a_source_loss_are_flagged_settling(tmp_path: Path, mpy_tree: Path) -> None:
+    plant = Plant([Source(230, lost_at_s=1.5), Source(230, phase_deg=-120)], Load(i_rms=16), [HONGFA_HFE20] * 2)
+    tap = SimTap(tmp_path, plant).start(mpy_tree)
+    try:
+        _wait_healthy(tap)
+        readings = []
+        deadline = time.monotonic() + PATIENCE_S
+        while time.monotonic() < deadline:
+            state_and_volts = tap.ask(tap.plain("TELEMETRY")).fields()["inputs"][0]
+            readings.append((state_and_volts["state"], state_and_volts["voltage_mV"]))
+            if not state_and_volts["state"] & (catalog.INPUT_PRESENT | catalog.INPUT_SETTLING):
+                break
+    finally:
+        tap.stop()
+    after = [(state, mV) for state, mV in readings if not state & catalog.INPUT_PRESENT]
+    assert after, "the loss was never seen"
+    assert after[0][0] & catalog.INPUT_SETTLING, "the first reading after the loss is not flagged"
+    # absent with a voltage of a live source only ever comes flagged, and the flag clears on a dead reading
+    assert all(state & catalog.INPUT_SETTLING for state, mV in after if mV > 10_000)
+    assert not after[-1][0] & catalog.INPUT_SETTLING and after[-1][1] < 1_000
+    assert all(state & catalog.INPUT_SETTLING == 0 for state, _ in readings if state & catalog.INPUT_PRESENT)
+
+
+# -- capture details -----------------------------------------------------------------------------------
+
+
+def test_capture_refusals_name_the_field_and_the_capture_held(tmp_path: Path, mpy_tree: Path) -> None:
+    tap = SimTap(tmp_path).start(mpy_tree)
+    try:
+        none_held = tap.ask(tap.plain("CAPTURE_INFO", {"capture_id": 7})).fields()
+        assert none_held["error"] == catalog.E_NO_CAPTURE and none_held["detail"] == catalog.NO_CAPTURE_HELD
+        read = tap.ask(tap.plain("CAPTURE_READ", {"capture_id": 7, "offset": 0, "length": 255})).fields()
+        assert read["error"] == catalog.E_NO_CAPTURE and read["detail"] == catalog.NO_CAPTURE_HELD
+        bad_trigger = tap.ask(tap.plain("CAPTURE_START", {"capture_id": 7, "trigger": 5, "cycles": 2})).fields()
+        assert bad_trigger["error"] == catalog.E_OUT_OF_RANGE and bad_trigger["detail"] == 2
+        too_long = tap.ask(tap.plain("CAPTURE_START", {"capture_id": 7, "trigger": 0, "cycles": 0})).fields()
+        assert too_long["error"] == catalog.E_OUT_OF_RANGE and too_long["detail"] == 3
+        assert tap.ask(tap.plain("CAPTURE_START", {"capture_id": 7, "trigger": 0, "cycles": 2})).type != catalog.T_NAK
+        other = tap.ask(tap.plain("CAPTURE_INFO", {"capture_id": 8})).fields()
+        assert other["error"] == catalog.E_NO_CAPTURE and other["detail"] == 7
+    finally:
+        tap.stop()

@@ -123,3 +123,5 @@ def test_firmware_guard_on_requests(vector: dict, firmware_results: dict[str, di
         assert result["epoch_after"] == state["epoch"], "a refused frame changed the epoch"
     if vector["tap"] in ("ignore", "AUTH_REQUIRED", "BAD_TAG", "REPLAY", "STALE_EPOCH", "EPOCH_NOT_RAISED"):
         assert result["counter_after"] == state["counter"], "a refused frame consumed a counter"
+    if vector["detail"] is not None:
+        assert result["detail"] == vector["detail"], "the NAK's detail differs from the error table"

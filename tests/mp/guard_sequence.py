@@ -42,9 +42,10 @@ def main():
                 answer = buf[:n]
             elif verdict > 0:
                 n = reply.nak(out, g.address, g.seq, g.type, verdict, g.detail)
-                if g.auth_counter and body[4] & catalog.FLAG_AUTH and verdict not in (
-                        catalog.E_BAD_TAG, catalog.E_AUTH_REQUIRED):
+                if g.verified:  # as the tap: signed once the tag checked out...
                     n = reply.sign(out, n, hmac, g.auth_epoch, g.auth_counter)
+                if g.consumed:  # ... remembered only once the counter is spent
+                    g.remember(out, n)
                 answer = out[:n]
             print(json.dumps({
                 "verdict": NAMES[verdict], "detail": g.detail, "epoch": g.epoch, "counter": g.counter,

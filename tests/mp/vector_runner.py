@@ -106,6 +106,7 @@ def request(case, key):
                 verdict = g.heartbeat(fields["epoch"])
         except layout.LayoutError:
             verdict = catalog.E_BAD_LENGTH
+            g.detail = MESSAGES[g.type].request.size  # what the tap answers: the expected length
     if verdict == guard_mod.ADMIT:
         name = "admit"
     elif verdict == guard_mod.IGNORE:
@@ -114,7 +115,7 @@ def request(case, key):
         name = "cached"
     else:
         name = ERROR_NAMES[verdict]
-    return {"name": case["name"], "tap": name, "counter_after": g.counter, "epoch_after": g.epoch}
+    return {"name": case["name"], "tap": name, "detail": g.detail, "counter_after": g.counter, "epoch_after": g.epoch}
 
 
 def main():
