@@ -300,7 +300,8 @@ class BusFleet:
             for k, values in enumerate(inputs[: route.n_inputs], start=1):
                 if k not in route.source_of:
                     continue
-                volts[r, k - 1] = values["voltage_mV"] / 1000.0 * self.voltage_scale
+                if not values["state"] & catalog.INPUT_SETTLING:  # else a window across a loss: no reading
+                    volts[r, k - 1] = values["voltage_mV"] / 1000.0 * self.voltage_scale
                 present[r, k - 1] = bool(values["state"] & catalog.INPUT_PRESENT)
                 healthy[r, k - 1] = bool(values["state"] & catalog.INPUT_HEALTHY)
             self._draw[rack_id] = float(draw[r])

@@ -133,7 +133,9 @@ def tap_status(session: Session, tap: TapInfo) -> dict[str, Any]:
         "inputs": [{"input": k, "source": source_of(tap, k), "voltage_v": i["voltage_mV"] / 1000,
                     "frequency_hz": i["frequency_cHz"] / 100, "phase_deg": i["phase_cdeg"] / 100,
                     "present": bool(i["state"] & catalog.INPUT_PRESENT),
-                    "healthy": bool(i["state"] & catalog.INPUT_HEALTHY)}
+                    "healthy": bool(i["state"] & catalog.INPUT_HEALTHY),
+                    # the values are from a window across the last change of `present` (SPEC.md)
+                    "settling": bool(i["state"] & catalog.INPUT_SETTLING)}
                    for k, i in enumerate(telemetry.inputs, start=1)],
         "error": None,
     }
@@ -163,6 +165,8 @@ def render_status(rows: list[dict[str, Any]]) -> str:
                      f"alarms {alarms}")
         for i in row["inputs"]:
             state = "healthy" if i["healthy"] else "present" if i["present"] else "ABSENT"
+            if i.get("settling"):
+                state += " (values settling)"
             lines.append(f"    input {i['input']} {i['source'] or '?':<10} {i['voltage_v']:7.1f} V "
                          f"{i['frequency_hz']:6.2f} Hz {i['phase_deg']:8.2f}°  {state}")
     return "\n".join(lines)
