@@ -1,8 +1,10 @@
 """Where the tap once departed from SPEC.md: SET_LIMITS against the board's ratings and
 the defaults derived from them, the events the SPEC lists (source lost, the transfer
 with its dark time, overload trip with its current, relay mismatch), which refusals of
-a signed command are signed, and a frame that used to stop the firmware. Run on the
-compiled firmware on MicroPython (tests/tap_rig.py)."""
+a signed command are signed, a frame that used to stop the firmware, which answers the
+duplicate cache keeps, the NAK details of the error table, when HOST_LOST rises, and the
+settling flag of TELEMETRY. Run on the compiled firmware on MicroPython
+(tests/tap_rig.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from host import flash_records, messages
 from host.plant import Load, Plant, Source
 from protocol import catalog
 from tests.protection_rig import HONGFA_HFE20, supply_gap_s
-from tests.tap_rig import ADDRESS, EPOCH, KEY, PATIENCE_S, SIM_BOARD, SimTap
+from tests.tap_rig import ADDRESS, EPOCH, KEY, PATIENCE_S, SIM_BOARD, UNIQUE_ID, SimTap
 
 LIMITS = {
     "curve": catalog.CURVE_VERY_INVERSE,
@@ -330,5 +332,26 @@ def test_capture_refusals_name_the_field_and_the_capture_held(tmp_path: Path, mp
         assert tap.ask(tap.plain("CAPTURE_START", {"capture_id": 7, "trigger": 0, "cycles": 2})).type != catalog.T_NAK
         other = tap.ask(tap.plain("CAPTURE_INFO", {"capture_id": 8})).fields()
         assert other["error"] == catalog.E_NO_CAPTURE and other["detail"] == 7
+    finally:
+        tap.stop()
+
+
+def test_field_refusals_name_the_field_and_a_wrong_length_spends_its_counter(tmp_path: Path, mpy_tree: Path) -> None:
+    tap = SimTap(tmp_path).start(mpy_tree)
+    try:
+        _wait_healthy(tap)
+        address = tap.ask(tap.signed("ASSIGN_ADDRESS", {"unique_id": UNIQUE_ID, "address": 250})).fields()
+        assert address["error"] == catalog.E_OUT_OF_RANGE and address["detail"] == 2
+        target = tap.ask(tap.signed("SWITCH", {"expected_input": 1, "target_input": 3})).fields()
+        assert target["error"] == catalog.E_OUT_OF_RANGE and target["detail"] == 2
+        tap.counter += 1
+        short = messages.sign(messages.Frame(ADDRESS, 0, catalog.T_SWITCH, tap.next_seq(), b"\x01"), KEY, EPOCH,
+                              tap.counter)
+        refused = tap.ask(short)
+        assert refused.fields()["error"] == catalog.E_BAD_LENGTH and refused.fields()["detail"] == 2
+        assert messages.verify(refused, KEY)  # the tag checked out: signed
+        assert tap.ask(tap.plain("STATUS")).fields()["auth_counter"] == tap.counter  # spent
+        retry = tap.ask(short, bus=1)
+        assert retry.flags & catalog.FLAG_CACHED and retry.payload == refused.payload
     finally:
         tap.stop()
