@@ -3,9 +3,9 @@ against pymodbus RTU polling the same values on the same kind of bus.
 
 docs/polling.md budgets a sweep of 32 taps from the wire time of each exchange plus the taps'
 answer latency. This benchmark measures what a sweep really takes end to end, on the virtual bus
-(host/vbus.py, paced at the baud rate), so that the budget can be checked against something:
+(host/sim/rig/vbus.py, paced at the baud rate), so that the budget can be checked against something:
 
-1. Ours: a `VirtualRig` (host/rig.py) of `--taps` taps running the firmware on MicroPython, polled
+1. Ours: a `VirtualRig` (host/sim/rig/virtual_rig.py) of `--taps` taps running the firmware on MicroPython, polled
    on bus A through `SerialTransport` and `TapClient.telemetry`, one tap after the other.
 2. Peer: pymodbus, the usual Python Modbus stack. Its RTU client (`ModbusSerialClient`) polls
    holding registers holding the same values as each tap's TELEMETRY answer (each field rounded up
@@ -53,11 +53,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from host import framing, messages
-from host.client import TapClient, TapError
-from host.rig import VirtualRig
-from host.transport import SerialSettings, SerialTransport
-from host.vbus import VirtualBus
+from host.bus.transport import SerialSettings, SerialTransport
+from host.client.tap_client import TapClient, TapError
+from host.sim.rig.vbus import VirtualBus
+from host.sim.rig.virtual_rig import VirtualRig
+from host.wire import framing, messages
 from protocol import catalog
 
 SOURCES = 2  # the rig's default site: every tap has two inputs, on two sources

@@ -4,7 +4,7 @@ Run from the repository root: `.venv/bin/python benchmarks/codec.py` (under 10 s
 The frames are the golden vectors "telemetry request" and "telemetry response,
 4 inputs" of protocol/vectors/frames.json. Prints markdown tables for RESULTS.md.
 
-1. Host: host/framing.py as shipped (C extensions `cobs` and `crcmod`) against the
+1. Host: host/wire/framing.py as shipped (C extensions `cobs` and `crcmod`) against the
    same encode_frame / StreamDecoder with the byte work swapped for the pure-Python
    COBS below and binascii.crc32, so the ratio is what the C extensions buy.
 2. Firmware: firmware/framing.py compiled by mpy-cross and run on MicroPython's unix
@@ -32,7 +32,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
 
-from host import firmware_build, framing, messages
+from host.build import firmware_build
+from host.wire import framing, messages
 from protocol import catalog
 
 VECTORS = firmware_build.ROOT / "protocol" / "vectors" / "frames.json"
@@ -168,7 +169,7 @@ PURE_COBS = SimpleNamespace(encode=py_cobs_encode, decode=py_cobs_decode, Decode
 
 
 def pure_python_framing() -> AbstractContextManager[object]:
-    """Patch host/framing.py to do its byte work in pure Python + binascii.crc32."""
+    """Patch host/wire/framing.py to do its byte work in pure Python + binascii.crc32."""
     return mock.patch.multiple(framing, cobs=PURE_COBS, _crc32=binascii.crc32)
 
 

@@ -1,16 +1,16 @@
-"""Fault prediction benchmark: the site's FaultMonitor (host/fault_monitor.py) against a
+"""Fault prediction benchmark: the site's FaultMonitor (host/predict/fault_monitor.py) against a
 fixed-threshold alarm, on many randomised cases of every scenario family, in one run.
 
 Run from the repository root: `.venv/bin/python benchmarks/faults.py` (about 3 min on
 two cores). Prints markdown for benchmarks/RESULTS.md.
 
-Cases (host/fault_cases.py): per seed, 8 sources (4 UPS modules, 2 generator sets, 2
+Cases (host/sim/site/fault_cases.py): per seed, 8 sources (4 UPS modules, 2 generator sets, 2
 battery strings) and 60 racks for 14 days at a 300 s step; every source draws a
 degradation (random family, onset, lead, shape and severity) or a sudden failure or
 nothing, under randomised benign confounders (hot afternoons of up to 10 h, load steps,
 dropouts, recalibration jumps as large as twice a threshold, test discharges). The
 evaluation seeds (0...) are not the calibration seeds (1000...): `--calibrate` fits the
-probability's coefficients (host.faults.fit_logit) on the latter and prints them for
+probability's coefficients (host.predict.faults.fit_logit) on the latter and prints them for
 FaultConfig.logit.
 
 Scored, for each detector:
@@ -50,9 +50,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from host.fault_cases import draw_case
-from host.fault_monitor import FaultMonitor
-from host.faults import (
+from host.model.site import SourceKind
+from host.predict.fault_monitor import FaultMonitor
+from host.predict.faults import (
     SIGNALS,
     FaultConfig,
     SignalAssessment,
@@ -61,8 +61,8 @@ from host.faults import (
     fit_logit,
     rise_threshold,
 )
-from host.site.health import AMBIENT_PEAK_S, baseline
-from host.site.model import SourceKind
+from host.sim.site.fault_cases import draw_case
+from host.sim.site.health import AMBIENT_PEAK_S, baseline
 
 DAY_S = 86_400.0
 WEEK_S = 7 * DAY_S

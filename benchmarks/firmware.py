@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from host import firmware_build
-from host.plant import Load, Source
+from host.build import firmware_build
+from host.sim.rig.plant import Load, Source
 from tests.conftest import micropython_runner
 from tests.measure_signals import Wave, write_stream
 from tests.protection_rig import HONGFA_HFE20, TE_T92, Scenario, run, supply_gap_s

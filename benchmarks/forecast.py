@@ -1,4 +1,4 @@
-"""Load forecasting benchmark: host/forecast.py against the seasonal naive forecast and
+"""Load forecasting benchmark: host/predict/forecast.py against the seasonal naive forecast and
 statsmodels' Holt-Winters on two real load series, and on racks and sources of the site
 simulator at the 1-60 minute horizons, with its cost for 10,000 racks.
 
@@ -16,7 +16,7 @@ here; `--only real` or `--only racks` runs one part). Needs the `bench` extra
    forecast (weekly season) and Holt-Winters (statsmodels ExponentialSmoothing,
    additive trend and season, seasonal period one day; also without trend, which is
    its faster variant); ours' P95 coverage; fit+predict time per origin.
-2. Racks: the site simulator (host/site/simulator.py) runs RACK_SCENARIO, 10,000 racks
+2. Racks: the site simulator (host/sim/site/simulator.py) runs RACK_SCENARIO, 10,000 racks
    for 8 days at a 60 s step, undisturbed (nothing fails or trips); the benchmark reads
    the Fleet telemetry after every step: each rack's draw, and each source's load as
    the sum of its racks' draws. Origins on day 8, every 90 minutes from 00:13 (16 of
@@ -55,9 +55,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from host.forecast import Forecast, ForecastConfig, LoadForecaster, seasonal_naive
-from host.site.scenario import Scenario, parse_scenario
-from host.site.simulator import SiteSimulator
+from host.predict.forecast import Forecast, ForecastConfig, LoadForecaster, seasonal_naive
+from host.sim.site.scenario import Scenario, parse_scenario
+from host.sim.site.simulator import SiteSimulator
 
 try:
     import statsmodels

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from host.site.build import RackGroup, build_site
-from host.site.model import Priority, Site, Source, SourceKind
-from host.site.simulator import SiteSimulator
+from host.model.site import Priority, Site, Source, SourceKind
+from host.sim.site.build import RackGroup, build_site
+from host.sim.site.simulator import SiteSimulator
 
 WEEK_S = 7 * 86_400.0
 RACKS = (1_000, 5_000)

@@ -1,6 +1,6 @@
 # HAL of the `sim` board: the ADC's sample blocks, the relay coils and their contact
 # feedback, and the clock come from a plant simulator on the host, in lockstep over a
-# loopback socket (host/plant_server.py gives the byte layout). Everything above the
+# loopback socket (host/sim/rig/plant_server.py gives the byte layout). Everything above the
 # HAL is the same as on the reference board.
 
 import errno

@@ -1,4 +1,4 @@
-# Runs on MicroPython: one tap of the virtual rig (host/rig.py), the tap application on
+# Runs on MicroPython: one tap of the virtual rig (host/sim/rig/virtual_rig.py), the tap application on
 # the sim board until the rig stops it.
 # argv: plant port, bus A port, bus B port, flash directory, board JSON file, unique id hex.
 # The rig stops a tap by hanging up its plant link: the next exchange fails and the tap

@@ -126,7 +126,7 @@ def _ratings(board):
 
 
 def _defaults(board):
-    """Limits that coordinate with the board (as host/operate.py's default_limits): the
+    """Limits that coordinate with the board (as host/ops/operate.py's default_limits): the
     overload pickup at 80% of the weaker of relay and fuse, the instantaneous pickup at the
     relay's breaking capacity, so the relay never tries to break what the fuse must."""
     limits = Settings()

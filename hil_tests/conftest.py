@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hil_tests.rig import Rig, SerialRig, start_virtual
-from host.site.model import Site
+from host.model.site import Site
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -6,7 +6,7 @@ underneath. What only some rigs can do (inject a source loss, cut a bus, read th
 plant's truth) is a capability: `rig.require(...)` skips the test cleanly on a rig
 without it, so the same test file runs on the virtual rig and on a bench.
 
-- `virtual` (default): host/rig.py's VirtualRig, taps running the compiled firmware on
+- `virtual` (default): host/sim/rig/virtual_rig.py's VirtualRig, taps running the compiled firmware on
   MicroPython, a plant, virtual buses; every capability.
 - `serial:PORT_A[,PORT_B]`: real taps on USB-RS485 adapters. Their addresses, keys and
   wiring come from the inventory that `ibt flash`/`ibt commission` filled (`--rig-db`,
@@ -24,11 +24,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from host.client import MemoryKeys, TapClient, TapKeys
-from host.link import RedundantLink
-from host.rig import VirtualRig
-from host.site.model import Site
-from host.transport import SerialSettings, SerialTransport
+from host.bus.link import RedundantLink
+from host.bus.transport import SerialSettings, SerialTransport
+from host.client.tap_client import MemoryKeys, TapClient, TapKeys
+from host.model.site import Site
+from host.sim.rig.virtual_rig import VirtualRig
 
 # Wall-clock patience for what the firmware does within a few simulated cycles: only a
 # failing test waits it out; the taps run slower than real time on a loaded machine.
@@ -164,7 +164,7 @@ class SerialRig(Rig):
     capabilities = frozenset({SWITCHING})
 
     def __init__(self, ports: list[str], db: Path, bus: str | None, baud: int) -> None:
-        from host.inventory import Inventory  # only a bench needs the inventory
+        from host.store.inventory import Inventory  # only a bench needs the inventory
 
         self.inventory = Inventory.open(db)
         infos = [t for t in self.inventory.taps() if t.role == "rack" and t.address and t.has_key

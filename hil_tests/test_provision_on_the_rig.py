@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from host import commission, rig
+from host.ops import commission
+from host.sim.rig import virtual_rig as rig
 from tests.taps_site import FlashedBench, flashed_bench
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from hil_tests.rig import INJECT_BUS, INJECT_SOURCE, PLANT_TRUTH, SWITCHING, Rig, RigTap, wait_for
-from host.client import MemoryKeys, Status, TapRefused, TapTimeout
+from host.client.tap_client import MemoryKeys, Status, TapRefused, TapTimeout
 from protocol import catalog
 
 MakeRig = Callable[..., Rig]

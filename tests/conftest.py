@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from host import firmware_build
+from host.build import firmware_build
 
 BOARD_HEAP = "190K"  # what an RP2040 leaves MicroPython
 MP_SCRIPTS = Path(__file__).resolve().parent / "mp"

@@ -1,4 +1,4 @@
-"""The fleet conformance suite: the rules of host/site/fleet.py, written once and run
+"""The fleet conformance suite: the rules of host/model/fleet.py, written once and run
 against every implementation of the fleet interface (the site simulator now, the real
 taps' fleet on a rig later).
 
@@ -19,7 +19,7 @@ import math
 import numpy as np
 import pytest
 
-from host.site.fleet import (
+from host.model.fleet import (
     Alternates,
     Done,
     EventKind,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from host import firmware_build
+from host.build import firmware_build
 
 GUARD = '''
 def _g(x):

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from host import framing, messages
-from host.inspect_frames import jsonable
+from host.wire import framing, messages
+from host.wire.inspect_frames import jsonable
 from protocol import catalog
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocol" / "vectors" / "frames.json"

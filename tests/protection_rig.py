@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host.plant import ADC_MAX, AdcScale, Load, Plant, RelaySpec, Source
-from host.plant_server import PlantServer
+from host.sim.rig.plant import ADC_MAX, AdcScale, Load, Plant, RelaySpec, Source
+from host.sim.rig.plant_server import PlantServer
 from tests.conftest import json_lines
 from tests.measure_signals import MA_PER_COUNT, MV_PER_COUNT, W_PER_COUNT2
 

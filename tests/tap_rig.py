@@ -12,11 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from host import boards, flash_records, framing, messages
-from host.client import TapError
-from host.firmware_build import micropython_command
-from host.plant import Load, Plant, Source
-from host.plant_server import PlantServer
+from host.build.firmware_build import micropython_command
+from host.client.tap_client import TapError
+from host.model import boards
+from host.ops import flash_records
+from host.sim.rig.plant import Load, Plant, Source
+from host.sim.rig.plant_server import PlantServer
+from host.wire import framing, messages
 from tests.conftest import BOARD_HEAP, MP_SCRIPTS
 from tests.protection_rig import HONGFA_HFE20
 

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from host import flash, rig
-from host.inventory import Inventory
-from host.session import BusPorts, Session
-from host.site_file import load_site_file
+from host.model.site_file import load_site_file
+from host.ops import flash
+from host.ops.session import BusPorts, Session
+from host.sim.rig import virtual_rig as rig
+from host.store.inventory import Inventory
 
 SITE_TOML = """
 [site]

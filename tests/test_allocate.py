@@ -17,7 +17,7 @@ from host.allocate.milp import MIN_STEP_S, RELAXED_GAP, _Budget, _HallModel, _Mo
 from host.allocate.plan import Plan, make_plan, order_moves
 from host.allocate.problem import AllocationError, Policy, Problem
 from host.allocate.solution import Shortfall, Solution, Status
-from host.site.model import Feed, Priority, Rack, Site, Source, SourceKind, Tap
+from host.model.site import Feed, Priority, Rack, Site, Source, SourceKind, Tap
 
 C, N, D = Priority.CRITICAL, Priority.NORMAL, Priority.DEFERRABLE
 EVERYWHERE = [0, 1, 2]

@@ -13,7 +13,7 @@ from host.allocate.naive import solve_naive
 from host.allocate.plan import make_plan
 from host.allocate.problem import Policy, Problem
 from host.allocate.solution import Status
-from host.site.model import Priority, SourceKind
+from host.model.site import Priority, SourceKind
 
 
 def _problem(draws: list[float], caps: list[float], current: list[int], **kwargs: Any) -> Problem:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from host import boards
+from host.model import boards
 
 SIM = (boards.BOARDS_DIR / "sim.toml").read_text()
 

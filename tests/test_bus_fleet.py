@@ -1,4 +1,4 @@
-"""The fleet interface over the buses (host/bus_fleet.py): the conformance suite the site
+"""The fleet interface over the buses (host/fleet/bus_fleet.py): the conformance suite the site
 simulator passes, run against the real firmware on a virtual rig (three taps on three
 sources, one tap with three inputs), and what only taps do: a tap that does not answer,
 a local failover, a move made outside the fleet.
@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host.bus_fleet import BusFleet, FencedOutError
-from host.client import MemoryKeys, TapClient
-from host.link import RedundantLink
-from host.rig import RigLayout, RigTap, VirtualRig
-from host.site.adapters import SourceState
-from host.site.fleet import Alternates, Done, EventKind, Fleet, Refusal, Refused
-from host.site.model import Feed, Rack, Site, Source, SourceKind, Tap
-from host.transport import SerialSettings, SerialTransport
+from host.bus.link import RedundantLink
+from host.bus.transport import SerialSettings, SerialTransport
+from host.client.tap_client import MemoryKeys, TapClient
+from host.fleet.bus_fleet import BusFleet, FencedOutError
+from host.model.fleet import Alternates, Done, EventKind, Fleet, Refusal, Refused
+from host.model.site import Feed, Rack, Site, Source, SourceKind, Tap
+from host.model.sources import SourceState
+from host.sim.rig.virtual_rig import RigLayout, RigTap, VirtualRig
 from protocol import catalog
 from tests.fleet_conformance import FleetConformance
 from tests.tap_rig import NoBus, wait_until
@@ -116,7 +116,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory, mpy_tree: Path) -> Iterator[
 
 
 class TestBusFleetConformance(FleetConformance):
-    """The rules of host/site/fleet.py, on the real firmware. The sources' loads are the
+    """The rules of host/model/fleet.py, on the real firmware. The sources' loads are the
     measured draws of one sweep, reused when read within a second, and a second sweep on a
     slow machine measures again: hence a tolerance of a few percent of a rack's draw."""
 

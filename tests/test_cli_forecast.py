@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from host import forecast_report
-from host.cli import cli, main
+from host.cli.main import cli, main
+from host.reports import forecast as forecast_report
 
 TINY = """
 [scenario]

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from host.cli import cli
-from host.plan_inputs import observe_scenario
-from host.plan_report import build_problem
-from host.site.scenario import load_scenario
+from host.cli.main import cli
+from host.reports.plan import build_problem
+from host.sim.site.observe import observe_scenario
+from host.sim.site.scenario import load_scenario
 
 TINY = """
 [scenario]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from host.cli import cli
+from host.cli.main import cli
 
 
 def test_risk_ranks_the_degrading_sources_first() -> None:

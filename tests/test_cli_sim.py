@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 import serial  # type: ignore[import-untyped]
 
-from host import framing, messages
-from host.firmware_build import ROOT
+from host.build.firmware_build import ROOT
+from host.wire import framing, messages
 
 PATIENCE_S = 60.0  # wall-clock, for a loaded machine; only a failing test waits it out
 
 
 def _ibt(*args: str) -> list[str]:
-    return [sys.executable, "-m", "host.cli", *args]
+    return [sys.executable, "-m", "host.cli.main", *args]
 
 
 def _lines(stream: object) -> queue.Queue[str]:

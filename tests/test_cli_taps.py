@@ -11,7 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from host.cli_taps import COMMANDS
+from host.cli.taps import COMMANDS
 from tests.test_operate import Bench, commissioned_bench
 
 group = click.Group("ibt", commands={command.name or "": command for command in COMMANDS})

@@ -9,13 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from host.firmware_build import ROOT
+from host.build.firmware_build import ROOT
 
 TIMEOUT_S = 300.0  # wall clock for the whole tour on a loaded machine; it takes about 40 s
 
 
 def test_the_tour_commissions_the_demo_site_and_its_taps_ride_through_a_source_loss(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "host.cli", "tour", "--json", "--workdir", str(tmp_path)],
+    done = subprocess.run([sys.executable, "-m", "host.cli.main", "tour", "--json", "--workdir", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)  # fmt: skip
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from host import auth, framing, messages
-from host.client import (
+from host.bus.transport import TransportError
+from host.client.tap_client import (
     FencedOut,
     Identity,
     MemoryKeys,
@@ -27,8 +27,8 @@ from host.client import (
     discover,
     scan,
 )
-from host.messages import Frame
-from host.transport import TransportError
+from host.wire import auth, framing, messages
+from host.wire.messages import Frame
 from protocol import catalog
 
 KEY = bytes(range(32))

@@ -11,10 +11,10 @@ from typing import TypeVar
 
 import pytest
 
-from host.client import SCOPE_ALL, MemoryKeys, Reply, TapClient, TapRefused, TapTimeout, Telemetry, scan
-from host.link import RedundantLink
-from host.transport import SerialSettings, SerialTransport
-from host.vbus import VirtualBus
+from host.bus.link import RedundantLink
+from host.bus.transport import SerialSettings, SerialTransport
+from host.client.tap_client import SCOPE_ALL, MemoryKeys, Reply, TapClient, TapRefused, TapTimeout, Telemetry, scan
+from host.sim.rig.vbus import VirtualBus
 from protocol import catalog
 from tests.tap_rig import ADDRESS, EPOCH, KEY, PATIENCE_S, UNIQUE_ID, SimTap
 

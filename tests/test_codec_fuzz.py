@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from host import framing
+from host.wire import framing
 from protocol import catalog
 from tests.conftest import json_lines
 

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from host import framing, messages
+from host.wire import framing, messages
 from protocol import catalog, layout
 
 bodies = st.binary(min_size=catalog.HEADER_LEN, max_size=catalog.MAX_BODY)

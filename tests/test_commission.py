@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from host import commission
-from host.commission import InputReading, prove_wiring
-from host.inventory import CommandState
+from host.ops import commission
+from host.ops.commission import InputReading, prove_wiring
+from host.store.inventory import CommandState
 from protocol import catalog
 from tests.taps_site import FlashedBench, flashed_bench
 

@@ -1,4 +1,4 @@
-"""The site-wide fault monitor (host/fault_monitor.py), sensor steps taken out of a
+"""The site-wide fault monitor (host/predict/fault_monitor.py), sensor steps taken out of a
 signal, the calibration fit, the degradation shapes and the randomised fault cases.
 The predictor's behaviour on each scenario family is in test_faults.py."""
 
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from host.fault_cases import ONSET_S, draw_case
-from host.fault_monitor import FaultMonitor, MonitorConfig
-from host.faults import (
+from host.model.fleet import HealthSignals, SourceState, SourceStatus
+from host.model.site import SourceKind
+from host.predict.fault_monitor import FaultMonitor, MonitorConfig
+from host.predict.faults import (
     SIGNALS,
     FaultConfig,
     FaultPredictor,
@@ -23,10 +24,9 @@ from host.faults import (
     fit_logit,
     theil_sen,
 )
-from host.site.conditions import DEGRADING, Condition, Family, Shape, shaped
-from host.site.fleet import HealthSignals, SourceState, SourceStatus
-from host.site.model import SourceKind
-from host.site.scenario import ScenarioError, parse_scenario
+from host.sim.site.conditions import DEGRADING, Condition, Family, Shape, shaped
+from host.sim.site.fault_cases import ONSET_S, draw_case
+from host.sim.site.scenario import ScenarioError, parse_scenario
 
 DAY = 86_400.0
 STEP = 300.0

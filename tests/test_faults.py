@@ -1,4 +1,4 @@
-"""Fault prediction (host/faults.py) on small simulated sites: each degrading family is
+"""Fault prediction (host/predict/faults.py) on small simulated sites: each degrading family is
 flagged before its source fails, by the signal that family shows in first; the benign
 confounders stay below the alarm level; a sudden failure is not predicted (no precursor),
 and is reported apart. Also the pieces: the robust baseline fit and the trend test."""
@@ -10,11 +10,11 @@ import math
 import numpy as np
 import pytest
 
-from host.faults import SIGNALS, FaultAssessment, FaultConfig, FaultPredictor, huber_fit, rising_trend
-from host.site.conditions import Condition, Family
-from host.site.fleet import HealthSignals
-from host.site.scenario import LoadStep, parse_scenario
-from host.site.simulator import SiteSimulator
+from host.model.fleet import HealthSignals
+from host.predict.faults import SIGNALS, FaultAssessment, FaultConfig, FaultPredictor, huber_fit, rising_trend
+from host.sim.site.conditions import Condition, Family
+from host.sim.site.scenario import LoadStep, parse_scenario
+from host.sim.site.simulator import SiteSimulator
 
 DAY = 86_400.0
 SITE = """\

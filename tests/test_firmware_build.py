@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from host import firmware_build
+from host.build import firmware_build
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 import re
 
-from host import firmware_build
+from host.build import firmware_build
 from protocol import catalog
 
 _MARKED = re.compile(r"^(\w+) = const\((.+?)\)\s+# = (catalog\.[\w. +]+)")

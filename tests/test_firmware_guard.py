@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from host import messages
+from host.wire import messages
 from protocol import catalog
 from tests.conftest import json_lines
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from host import firmware_types
+from host.build import firmware_types
 
 BAD_MODULE = """\
 import machine

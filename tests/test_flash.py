@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from host import firmware_build, flash, flash_records
-from host.inventory import Inventory
-from host.site_file import load_site_file
+from host.build import firmware_build
+from host.model.site_file import load_site_file
+from host.ops import flash, flash_records
+from host.store.inventory import Inventory
 from protocol import catalog
 from tests.taps_site import write_site
 

@@ -1,4 +1,4 @@
-"""Load forecasting (host/forecast.py) on synthetic series whose truth is known: hourly
+"""Load forecasting (host/predict/forecast.py) on synthetic series whose truth is known: hourly
 draw with a daily and a weekly season, a wandering level and Gaussian noise."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from host import forecast as forecast_module
-from host.forecast import Forecast, ForecastConfig, LoadForecaster, ScheduledLoad, seasonal_naive
+from host.predict import forecast as forecast_module
+from host.predict.forecast import Forecast, ForecastConfig, LoadForecaster, ScheduledLoad, seasonal_naive
 
 HOUR_S = 3600.0
 DAY, WEEK = 24, 168

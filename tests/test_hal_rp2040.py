@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from host import boards, firmware_build
+from host.build import firmware_build
+from host.model import boards
 
 FAKES = Path(__file__).resolve().parent / "mp" / "fake_rp2"
 SCRIPT = FAKES / "hal_checks.py"

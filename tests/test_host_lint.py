@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from host import firmware_build
+from host.build import firmware_build
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from host.inventory import (
+from host.model.site_file import SiteFile, TapRole, parse_site_file
+from host.store.inventory import (
     SCHEMA_VERSION,
     CommandState,
     Inventory,
@@ -21,7 +22,6 @@ from host.inventory import (
     TapEvent,
     UnknownTap,
 )
-from host.site_file import SiteFile, TapRole, parse_site_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_TEXT = (ROOT / "sites" / "demo.toml").read_text()
@@ -127,7 +127,7 @@ def test_the_controllers_values_survive_reopening(inv: Inventory, path: Path) ->
 
 
 def test_a_version_1_file_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
-    from host import inventory as module
+    from host.store import inventory as module
 
     old = tmp_path / "v1.db"
     with sqlite3.connect(old) as db:
@@ -167,7 +167,7 @@ def test_a_committed_counter_survives_a_crash(inv: Inventory, path: Path) -> Non
     inv.new_key("tap-r2")
     script = (
         "import os, sys\n"
-        "from host.inventory import Inventory\n"
+        "from host.store.inventory import Inventory\n"
         "inv = Inventory.open(sys.argv[1])\n"
         "inv.commit_counter(2, 77)\n"
         "inv.record_command('tap-r2', 'SWITCH', {'to_input': 2}, seq=9, counter=77)\n"
@@ -340,7 +340,7 @@ def test_a_failed_transaction_leaves_nothing(inv: Inventory) -> None:
 
 
 def test_the_key_store_speaks_the_clients_names_too(inv: Inventory) -> None:
-    """credentials/commit/replace_key, as host/client.py's TapKeys names them: there a
+    """credentials/commit/replace_key, as host/client/tap_client.py's TapKeys names them: there a
     commit also catches up with a counter the tap reports, so a lower one is ignored."""
     store = inv.key_store("seg-1")
     inv.set_key("tap-r2", bytes([2]) * 32)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from host import auth
+from host.wire import auth
 from tests.conftest import json_lines
 
 

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from host import framing
-from host.link import BusState, LinkError, RedundantLink
-from host.transport import BusCollision, PortUnavailable, SerialSettings, SerialTransport, TransportError
+from host.bus.link import BusState, LinkError, RedundantLink
+from host.bus.transport import BusCollision, PortUnavailable, SerialSettings, SerialTransport, TransportError
+from host.wire import framing
 from tests.test_transport import PtyTap, heartbeat, silent
 
 REQUEST = b"request\x00"

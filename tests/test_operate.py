@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from host import operate, rig
-from host.inventory import CommandState, Inventory
-from host.session import BusPorts, OperatorError, Session
-from host.site_file import load_site_file
+from host.model.site_file import load_site_file
+from host.ops import operate
+from host.ops.session import BusPorts, OperatorError, Session
+from host.sim.rig import virtual_rig as rig
+from host.store.inventory import CommandState, Inventory
 from tests.taps_site import write_site
 
 PATIENCE_S = 45.0

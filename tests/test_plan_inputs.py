@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from host.plan_inputs import SiteObserver, observe_scenario
-from host.site.scenario import parse_scenario
-from host.site.simulator import SiteSimulator
+from host.allocate.plan_inputs import SiteObserver
+from host.sim.site.observe import observe_scenario
+from host.sim.site.scenario import parse_scenario
+from host.sim.site.simulator import SiteSimulator
 
 SCENARIO = """
 [scenario]

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host.plant import Plant
-from host.playback import ProportionalLoad, RecordedLoad, RecordedSource, Recording, RecordingError
+from host.sim.rig.plant import Plant
+from host.sim.rig.playback import ProportionalLoad, RecordedLoad, RecordedSource, Recording, RecordingError
 from tests.protection_rig import HONGFA_HFE20, supply_gap_s
 from tests.tap_rig import PATIENCE_S, SimTap
 

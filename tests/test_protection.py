@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from host.plant import Load, Source
+from host.sim.rig.plant import Load, Source
 from protocol import catalog
 from tests import int_guard
 from tests.conftest import micropython_runner

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from host import firmware_build
+from host.build import firmware_build
 from tests.conftest import BOARD_HEAP, MP_SCRIPTS, json_lines
 
 

@@ -1,5 +1,5 @@
 """The virtual rig: taps running the compiled firmware on MicroPython, on two virtual buses,
-sharing sources in one plant (host/rig.py, host/rig_plant.py). The end-to-end test talks to
+sharing sources in one plant (host/sim/rig/virtual_rig.py, host/sim/rig/rig_plant.py). The end-to-end test talks to
 the taps the way the host does, through pyserial on bus A's pty."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from host import framing, messages
-from host.rig import RigError, RigTap, VirtualRig, send_control
-from host.rig_plant import RigPlant, default_site
-from host.transport import SerialSettings, SerialTransport
+from host.bus.transport import SerialSettings, SerialTransport
+from host.sim.rig.rig_plant import RigPlant, default_site
+from host.sim.rig.virtual_rig import RigError, RigTap, VirtualRig, send_control
+from host.wire import framing, messages
 from protocol import catalog
 
 PATIENCE_S = 45.0  # wall-clock; only a failing test waits it out (a loaded 2-core machine runs the taps slowly)

@@ -1,5 +1,5 @@
-"""Monitor-role taps on the virtual rig (host/rig.py, host/rig_plant.py) and their health
-signals through the fleet over the buses (host/bus_fleet.py): a monitor tap fitted to a
+"""Monitor-role taps on the virtual rig (host/sim/rig/virtual_rig.py, host/sim/rig/rig_plant.py) and their health
+signals through the fleet over the buses (host/fleet/bus_fleet.py): a monitor tap fitted to a
 source answers HEALTH with what the source's health model and the injected heat,
 vibration and ripple say, and `BusFleet.read_sources()` carries it as the fault
 predictor's signals. Waits are wall-clock patience for a loaded machine; nothing asserts
@@ -15,13 +15,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from host.bus_fleet import HEALTH_MAX_AGE_MS, BusFleet, health_signals
-from host.client import MemoryKeys, TapClient
-from host.fault_monitor import FaultMonitor
-from host.link import RedundantLink
-from host.plant import Vibration
-from host.rig import RigError, RigLayout, VirtualRig, load_site_file
-from host.rig_plant import (
+from host.bus.link import RedundantLink
+from host.bus.transport import SerialSettings, SerialTransport
+from host.client.tap_client import MemoryKeys, TapClient
+from host.fleet.bus_fleet import HEALTH_MAX_AGE_MS, BusFleet, health_signals
+from host.model.fleet import HealthSignals
+from host.model.site import Feed, Rack, Site, Source, SourceKind, Tap
+from host.predict.fault_monitor import FaultMonitor
+from host.sim.rig.plant import Vibration
+from host.sim.rig.rig_plant import (
     IMPACT_PEAK_RATIO,
     MONITOR_MG_PER_COUNT,
     HealthModel,
@@ -29,9 +31,7 @@ from host.rig_plant import (
     RigPlantError,
     default_site,
 )
-from host.site.fleet import HealthSignals
-from host.site.model import Feed, Rack, Site, Source, SourceKind, Tap
-from host.transport import SerialSettings, SerialTransport
+from host.sim.rig.virtual_rig import RigError, RigLayout, VirtualRig, load_site_file
 from protocol import catalog
 from tests.tap_rig import NoBus, wait_until
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from host.site.model import Priority, SourceKind
-from host.site_file import SiteFileError, TapRole, load_site_file, parse_site_file
+from host.model.site import Priority, SourceKind
+from host.model.site_file import SiteFileError, TapRole, load_site_file, parse_site_file
 
 DEMO = Path(__file__).resolve().parent.parent / "sites" / "demo.toml"
 

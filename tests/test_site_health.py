@@ -9,11 +9,11 @@ import math
 
 import pytest
 
-from host.site.adapters import SourceState
-from host.site.conditions import Condition, Family
-from host.site.fleet import EventKind, HealthSignals
-from host.site.scenario import Scenario, parse_scenario
-from host.site.simulator import SiteSimulator
+from host.model.fleet import EventKind, HealthSignals
+from host.model.sources import SourceState
+from host.sim.site.conditions import Condition, Family
+from host.sim.site.scenario import Scenario, parse_scenario
+from host.sim.site.simulator import SiteSimulator
 
 SITE = """\
 [scenario]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from host.site.loads import Job, LoadConfig, LoadStep, RackLoads, real_series
+from host.sim.site.loads import Job, LoadConfig, LoadStep, RackLoads, real_series
 
 DAY = 86_400.0
 

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from host.site.events import EventLog
-from host.site.fleet import EventKind
-from host.site.model import Feed, Priority, Rack, Site, SiteError, Source, SourceKind, Tap
-from host.site.overload import advance, trip_time_s
+from host.model.events import EventLog
+from host.model.fleet import EventKind
+from host.model.overload import advance, trip_time_s
+from host.model.site import Feed, Priority, Rack, Site, SiteError, Source, SourceKind, Tap
 
 
 def _problems(build: object) -> tuple[str, ...]:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host.site.conditions import Family
-from host.site.model import Priority, SourceKind
-from host.site.scenario import ScenarioError, load_scenario, parse_scenario
-from host.site.simulator import SiteSimulator
-from host.site.toml_lines import key_lines, line_of
+from host.model.site import Priority, SourceKind
+from host.model.toml_lines import key_lines, line_of
+from host.sim.site.conditions import Family
+from host.sim.site.scenario import ScenarioError, load_scenario, parse_scenario
+from host.sim.site.simulator import SiteSimulator
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from host.site.adapters import Alarm, SourceState
-from host.site.fleet import Done, EventKind, Fleet, Refusal, Refused
-from host.site.loads import LoadConfig
-from host.site.model import Feed, Priority, Rack, Site, Source, SourceKind, Tap
-from host.site.overload import trip_time_s
-from host.site.scenario import load_scenario
-from host.site.simulator import SiteSimulator
+from host.model.fleet import Done, EventKind, Fleet, Refusal, Refused
+from host.model.overload import trip_time_s
+from host.model.site import Feed, Priority, Rack, Site, Source, SourceKind, Tap
+from host.model.sources import Alarm, SourceState
+from host.sim.site.loads import LoadConfig
+from host.sim.site.scenario import load_scenario
+from host.sim.site.simulator import SiteSimulator
 from tests.fleet_conformance import FleetConformance
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"

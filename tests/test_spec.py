@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from host import messages
+from host.wire import messages
 from protocol import catalog
 from protocol.tools import spec_tables
 

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from host import flash_records, messages
+from host.ops import flash_records
+from host.wire import messages
 from protocol import catalog
 from tests.tap_rig import ADDRESS, EPOCH, KEY, PATIENCE_S, SIM_BOARD, SimTap
 from tests.test_tap_spec import LIMITS

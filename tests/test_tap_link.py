@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host import messages
-from host.plant import DcBus, Load, Plant, Source, Vibration
+from host.sim.rig.plant import DcBus, Load, Plant, Source, Vibration
+from host.wire import messages
 from protocol import catalog
 from tests import int_guard
 from tests.protection_rig import HONGFA_HFE20

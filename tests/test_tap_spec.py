@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from host import flash_records, messages
-from host.plant import Load, Plant, Source
+from host.ops import flash_records
+from host.sim.rig.plant import Load, Plant, Source
+from host.wire import messages
 from protocol import catalog
 from tests.protection_rig import HONGFA_HFE20, supply_gap_s
 from tests.tap_rig import ADDRESS, EPOCH, KEY, PATIENCE_S, SIM_BOARD, UNIQUE_ID, SimTap
@@ -75,7 +76,7 @@ def test_default_limits_coordinate_with_the_board(tmp_path: Path, mpy_tree: Path
     # the sim board: relays rated 40 A that break 40 A, 40 A fuses
     assert SIM_BOARD["breaking_mA"] == SIM_BOARD["rated_mA"] == SIM_BOARD["fuse_mA"] == 40_000
     assert limits["instantaneous_mA"] == 40_000  # never more than the relay may break
-    assert limits["pickup_mA"] == 32_000  # 80% of the weaker of relay and fuse, as host/operate.py's defaults
+    assert limits["pickup_mA"] == 32_000  # 80% of the weaker of relay and fuse, as host/ops/operate.py's defaults
 
 
 def test_set_limits_refuses_what_the_board_cannot_honour(tmp_path: Path, mpy_tree: Path) -> None:

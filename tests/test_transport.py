@@ -22,8 +22,7 @@ import pytest
 import serial  # type: ignore[import-untyped]
 from cobs import cobs
 
-from host import framing, messages
-from host.transport import (
+from host.bus.transport import (
     BusCollision,
     PortUnavailable,
     SerialPort,
@@ -32,6 +31,7 @@ from host.transport import (
     TransportError,
     open_pyserial,
 )
+from host.wire import framing, messages
 
 ADDRESS = 17
 EPOCH = 3

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import serial
 
-from host.framing import StreamDecoder, Verdict, encode_frame
-from host.vbus import BITS_PER_BYTE, BusCounters, VirtualBus, VirtualBuses
+from host.sim.rig.vbus import BITS_PER_BYTE, BusCounters, VirtualBus, VirtualBuses
+from host.wire.framing import StreamDecoder, Verdict, encode_frame
 
 WAIT = 10.0  # seconds: an upper bound for anything that should happen, never expected to be reached
 SPECIAL = bytes([0x00, 0x0A, 0x0D, 0x11, 0x13, 0xFF, 0x03, 0x04, 0x1A, 0x7F, 0x00, 0x00])

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from host import framing, messages
-from host.inspect_frames import jsonable
+from host.wire import framing, messages
+from host.wire.inspect_frames import jsonable
 from tests import make_vectors
 from tests.conftest import json_lines
 

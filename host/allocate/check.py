@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from host.allocate.problem import Problem
-from host.site.arrays import IntArray
+from host.model.arrays import IntArray
 
 TOLERANCE_KW = 1e-6
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from host.allocate.problem import Policy, Problem
-from host.site.model import Priority, SourceKind
+from host.model.site import Priority, SourceKind
 
 OVERLOAD_ALLOWANCE = Policy.overload_allowance  # the policy's default
 

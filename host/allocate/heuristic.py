@@ -23,7 +23,7 @@ import numpy as np
 
 from host.allocate.problem import TOLERANCE_KW, Problem
 from host.allocate.solution import Shortfall, Solution, Status
-from host.site.arrays import FloatArray, IntArray
+from host.model.arrays import FloatArray, IntArray
 
 # racks tried per voluntary move, the cost/quality knob: at 10,000 x 16, 24 gave gaps of
 # 1.3-3.4% in 0.08 s, 200 gives 0.7-1.6% in 0.35 s (benchmarks/allocate.py, 3 seeds)

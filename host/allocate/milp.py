@@ -72,8 +72,8 @@ except ImportError:  # a highspy that moved it: the public class, banner and all
 from host.allocate.heuristic import solve_heuristic
 from host.allocate.problem import Problem
 from host.allocate.solution import Shortfall, Solution, Status
-from host.site.arrays import BoolArray, FloatArray, IntArray
-from host.site.model import Priority
+from host.model.arrays import BoolArray, FloatArray, IntArray
+from host.model.site import Priority
 
 U_TOLERANCE = 1e-6  # stage 2 may exceed stage 1's U by this much (numerical slack)
 LOSS_SHARE = 0.3  # the whole loss tie-breaker is worth at most this share of one move

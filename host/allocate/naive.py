@@ -25,7 +25,7 @@ import numpy as np
 
 from host.allocate.problem import TOLERANCE_KW, Problem
 from host.allocate.solution import Shortfall, Solution, Status
-from host.site.arrays import FloatArray, IntArray
+from host.model.arrays import FloatArray, IntArray
 
 TOLERANCE = 0.02  # utilisation above the average that counts as balanced
 

@@ -11,7 +11,7 @@ import numpy as np
 from host.allocate.check import Check, check
 from host.allocate.problem import TOLERANCE_KW, Problem
 from host.allocate.solution import Shortfall, Solution, Status
-from host.site.arrays import FloatArray, IntArray
+from host.model.arrays import FloatArray, IntArray
 
 Tables = dict[str, dict[str, tuple[str, ...]]]  # lost source -> rack -> ranked alternates
 

@@ -1,6 +1,6 @@
 """The allocation problem: racks, sources and policy as plain validated arrays.
 
-Racks and sources are numbered as in the site model (`host.site.model.Site`); each
+Racks and sources are numbered as in the site model (`host.model.site.Site`); each
 rack reaches up to K sources (its tap's inputs), stored as (racks, K) arrays padded
 with -1. Bad input is refused with an `AllocationError` listing every problem, each
 naming the rack, source or policy field.
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from host.site.arrays import BoolArray, FloatArray, IntArray, frozen
-from host.site.electrical import POWER_FACTOR, line_current_a
-from host.site.model import Availability, Priority, Site, SourceKind
+from host.model.arrays import BoolArray, FloatArray, IntArray, frozen
+from host.model.electrical import POWER_FACTOR, line_current_a
+from host.model.site import Availability, Priority, Site, SourceKind
 
 # What one move costs in the objective: every move is a supply gap, worst for critical racks.
 MOVE_WEIGHT = {Priority.DEFERRABLE: 1.0, Priority.NORMAL: 2.0, Priority.CRITICAL: 4.0}

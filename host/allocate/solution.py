@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from host.site.arrays import IntArray
+from host.model.arrays import IntArray
 
 
 class Status(StrEnum):

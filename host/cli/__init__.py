@@ -1,0 +1,1 @@
+"""The `ibt` command line: thin click wrappers, one module per command group."""

@@ -1,0 +1,778 @@
+"""The fleet interface (host/model/fleet.py) over the buses: the real taps, reached by a
+`TapClient`, behave for the controller as the site simulator does, and pass the same
+conformance suite (tests/fleet_conformance.py).
+
+Mapping
+-------
+Racks and sources keep their site ids; each rack's tap has a bus address (`taps`, by
+rack id or tap id), and the site's feeds say which source is on which input of each
+tap. A site source becomes the input number wired to it on that tap, and back: `move`
+sends SWITCH with the inputs of `expected` and `target` (None: input 0, output open),
+`set_alternates` sends SET_ALTERNATES with input numbers. Nothing is guessed: a source
+no input of the tap is wired to is refused before anything is sent.
+
+Polling
+-------
+`read_telemetry` is one sweep: one TELEMETRY per tap, one tap at a time in the site's
+rack order (docs/polling.md), then, if the link is a `RedundantLink`, its probe of a
+bus that carried no traffic lately (a STATUS to a tap that just answered). A tap that
+does not answer is not invented: its row reads as the data model allows an unknown
+row to read (draw, current and voltages NaN, inputs neither present nor healthy) and
+its rack is listed in `unanswered`. The arrays have no "unknown" value for the active
+source column, so it holds -1 there, which elsewhere means output open: a consumer
+must tell the two apart by the NaN draw (or by `unanswered`).
+
+Measured values are what the taps measure: draw is the tap's real power, current its
+RMS output current, an input's voltage its RMS voltage times `voltage_scale` (the taps
+measure phase to neutral; the site's voltage, which the simulator reports, is line to
+line: sqrt 3 by default).
+
+Sources
+-------
+`read_sources` joins each source's adapter (host/sim/site/adapters.py) where one is given.
+Without one (the virtual rig has no UPS controllers) the status is derived from the
+latest sweep, and says so by what it leaves unknown:
+
+- load: the sum of the measured draws of the racks on it (racks whose tap did not
+  answer are left out: their draw is unknown);
+- capacity: the site model's; available: capacity less load while up, else 0;
+- state: MAINTENANCE if the site model says so; UP when at least one answering tap
+  wired to it measures it present and healthy; else FAILED (no tap vouches for it,
+  which includes no tap answering);
+- alarms: OVERLOAD when the load is above capacity;
+- overload progress NaN, state of charge and runtime None: only the source's own
+  controller knows them.
+
+Health signals come from the source's monitor tap (`monitors`: source id -> the address
+of the monitor-role tap fitted to it), with or without an adapter: one HEALTH per
+monitored source and `read_sources`, in the site's source order, turned into the fault
+predictor's signals and units (host/model/fleet.py `HealthSignals`: degrees C, mg, plain
+kurtosis and crest factor, percent). A signal the tap does not vouch for (its
+`sensors_ok` bit clear: no sensor, or no window measured yet) is None, as is a window
+value older than `HEALTH_MAX_AGE_MS`; a value the tap saturated at its field's maximum
+is passed on as it is (a lower bound: far above any threshold). A source with no
+monitor, or whose monitor did not answer, has `signals` None (why: `monitor_errors`).
+
+`read_sources` logs SOURCE_FAILED, SOURCE_TRIPPED, SOURCE_EXHAUSTED and SOURCE_RESTORED
+when it sees a source's state change from what the previous `read_sources` saw.
+
+Commands and their answers
+--------------------------
+Refusals the host can decide (unknown rack or source, a source the tap is not wired
+to, a source in maintenance or down by its adapter, malformed rankings) are made
+before anything is sent; the tap decides the rest. NAKs map to the fleet's refusals:
+CAS_MISMATCH (detail: the active input, turned back into a source), SOURCE_UNHEALTHY,
+PROTECTION_LOCKOUT / DOWNSTREAM_FAULT / INTERNAL -> PROTECTION, BUSY, OUT_OF_RANGE ->
+UNREACHABLE_SOURCE (SWITCH) or BAD_ALTERNATES (SET_ALTERNATES). Silence, an unsigned
+refusal, a REPLAY to a resend, or any other NAK is NO_ANSWER: the outcome is unknown,
+re-read, then retry (compare-and-swap makes that safe). STALE_EPOCH is no refusal of
+one command: another controller owns the site, and `FencedOutError` is raised.
+
+A SWITCH's ACK means the transfer started; `move` reads STATUS until the target input
+is active (up to `transfer_timeout_s`) before it answers Done, so a telemetry read
+after it shows the move. Moving to the active source is a STATUS read, not a command.
+
+Alternates
+----------
+A tap keeps a ranking per input; the fleet keeps one per rack, for one source. So
+`set_alternates` sets the ranking of the input of `for_source` and clears the ranking
+of every other input that may hold one: all of them the first time (the board's
+defaults, or another controller's), afterwards the input of the previous `for_source`.
+`alternates(rack)` is what this fleet last had acknowledged, checked against the
+ranking the tap holds for the input of `for_source` (READ_ALTERNATES; the tap wins a
+disagreement). Before any `set_alternates`, it is what STATUS reports for the active
+input.
+
+Events and `since`
+------------------
+Event indices are the host's own: one log (host/model/events.py) numbered from 0 when
+the fleet is made. `read_events` first collects what every tap logged since its
+cursor (READ_EVENTS, one tap at a time, paged), appends it in the order collected,
+then answers from the host log exactly as the simulator does: from `max(since, oldest
+kept)`. So `since` counts host events across all taps; a tap's own indices never show.
+Each tap's cursor starts at the tap's head when the fleet first talks to it (the fleet
+reports what happens while it runs, not the taps' history). Events of a tap that did
+not answer are collected at a later call, after other taps' later events; a time is
+the host clock when collected (never earlier than the previous event's), not when it
+happened on the tap. Events the tap overwrote before they were read are counted in
+`lost_events`; a tap whose head fell below its cursor rebooted, and is read from 0.
+
+What goes into the log: MOVED when `move` confirms a transfer (the tap's matching
+EV_COMMAND is then skipped; an EV_COMMAND of a SWITCH this fleet did not see confirmed,
+an answer lost, say, becomes MOVED when collected), ALTERNATES_SET when
+`set_alternates` changed the ranking, TRANSFER for the tap's EV_TRANSFER, and
+RACK_UNPOWERED for an overload trip, a lockout or a downstream fault (the tap's
+protection opened or blocked the rack's feed). Other tap events (boot, host lost,
+authentication failure, relay mismatch) have no kind in the fleet's model and are
+only counted in `other_events`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from types import MappingProxyType
+from typing import Protocol
+
+import numpy as np
+
+from host.client.tap_client import FencedOut, Reply, TapClient, TapError, TapRefused
+from host.model.arrays import frozen
+from host.model.events import EventLog
+from host.model.fleet import (
+    Alternates,
+    CommandResult,
+    Done,
+    EventKind,
+    EventPage,
+    FleetError,
+    FleetTelemetry,
+    HealthSignals,
+    Refusal,
+    Refused,
+    SourceStatus,
+    UnknownRackError,
+    alternates_refusal,
+)
+from host.model.site import Availability, Site
+from host.model.sources import Alarm, SourceAdapter, SourceState
+from host.wire import framing, messages
+from protocol import catalog
+
+READ_EVENTS_MAX = 30  # what fits in one READ_EVENTS answer (SPEC.md)
+MAX_ALTERNATES = 3  # SET_ALTERNATES carries three
+DEFAULT_TRANSFER_TIMEOUT_S = 5.0  # a planned transfer waits up to the tap's phase_wait_ms (2 s), then breaks and makes
+DEFAULT_SOURCES_MAX_AGE_S = 1.0  # `read_sources` reuses a sweep this young: one poll period
+STATUS_POLL_S = 0.02  # between the STATUS reads that wait for a transfer to end
+# A monitor's vibration and ripple values older than this are no longer the source's state
+# (its windows are about half a second; a monitor whose windows stopped reports stale ones).
+HEALTH_MAX_AGE_MS = 10_000
+_SENSOR_TEMPERATURE, _SENSOR_VIBRATION, _SENSOR_RIPPLE, _SENSOR_THD = 0x01, 0x02, 0x04, 0x08
+
+_SOURCE_EVENTS = {
+    SourceState.FAILED: EventKind.SOURCE_FAILED,
+    SourceState.TRIPPED: EventKind.SOURCE_TRIPPED,
+    SourceState.EXHAUSTED: EventKind.SOURCE_EXHAUSTED,
+}
+_UNPOWERING_CODES = (catalog.EV_OVERLOAD_TRIP, catalog.EV_LOCKOUT, catalog.EV_DOWNSTREAM_FAULT)
+
+
+class FencedOutError(FleetError):
+    """A tap answered STALE_EPOCH: another controller owns the site. Not a refusal of one
+    command (every further one would be refused too), so it is raised."""
+
+
+class NoAnswerError(FleetError):
+    """A read that needs the tap (`alternates` before any was set) got no answer."""
+
+    def __init__(self, rack_id: str, why: str) -> None:
+        super().__init__(f"the tap of rack {rack_id!r} did not answer: {why}")
+        self.rack_id = rack_id
+
+
+class HasAddress(Protocol):
+    """A tap record that carries its bus address (the rig's `RigTap`, an inventory row)."""
+
+    @property
+    def address(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class _Route:
+    """How to reach one rack: its tap's address, and the wiring of that tap's inputs."""
+
+    rack_id: str
+    address: int
+    source_of: Mapping[int, str]  # input (1-based) -> source id
+    input_of: Mapping[str, int]  # source id -> input
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.source_of)
+
+
+@dataclass
+class _Harvest:
+    """Where this fleet is in one tap's event log."""
+
+    cursor: int | None = None  # the tap's index of the next event to collect; None: not yet contacted
+    confirmed_moves: int = 0  # moves confirmed by STATUS whose EV_COMMAND is yet to be collected
+
+
+class BusFleet:
+    """The fleet interface over the buses; see the module docstring.
+
+    `taps` maps each rack (by rack id or by its tap's id) to its tap's address or a
+    record with an `address`. `source_adapters` (by source id) replace the derived
+    source status where given. `monitors` maps a source id to the address (or record) of
+    the monitor tap fitted to it: its health signals. `clock` stamps telemetry and events
+    (wall clock by default). `transfer_timeout_s` is how long `move` waits for a started
+    transfer.
+    """
+
+    def __init__(
+        self,
+        site: Site,
+        taps: Mapping[str, int | HasAddress],
+        client: TapClient,
+        source_adapters: Mapping[str, SourceAdapter] | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        transfer_timeout_s: float = DEFAULT_TRANSFER_TIMEOUT_S,
+        sources_max_age_s: float = DEFAULT_SOURCES_MAX_AGE_S,
+        voltage_scale: float = math.sqrt(3),
+        event_capacity: int = 100_000,
+        monitors: Mapping[str, int | HasAddress] | None = None,
+    ) -> None:
+        self._site = site
+        self._client = client
+        self._clock = clock
+        self.transfer_timeout_s = transfer_timeout_s
+        self.sources_max_age_s = sources_max_age_s
+        self.voltage_scale = voltage_scale
+        self._adapters = dict(source_adapters or {})
+        unknown = sorted(set(self._adapters) - set(site.source_index))
+        if unknown:
+            raise ValueError(f"adapters for sources the site does not have: {', '.join(unknown)}")
+        self._routes = _routes(site, taps)
+        self._monitors = _monitor_addresses(site, monitors or {}, self._routes)
+        self._rack_ids = tuple(rack.id for rack in site.racks)
+        self._rack_index = MappingProxyType(dict(site.rack_index))
+        self._source_ids = tuple(source.id for source in site.sources)
+        self._input_source = _input_sources(site, self._routes)
+        self._log = EventLog(event_capacity)
+        self._last_event_time = -math.inf
+        self._harvest = {rack_id: _Harvest() for rack_id in self._rack_ids}
+        self._alternates: dict[str, Alternates] = {}  # what this fleet last had acknowledged
+        self._to_clear: dict[str, set[int]] = {
+            rack_id: set(route.source_of) for rack_id, route in self._routes.items()
+        }  # inputs that may hold a ranking the fleet's one-ranking-per-rack model does not want
+        self._latest: tuple[float, FleetTelemetry] | None = None  # (monotonic time, sweep) of the last sweep
+        self._draw = dict.fromkeys(self._rack_ids, math.nan)  # each rack's last measured draw
+        self._source_states: dict[str, SourceState] = {}
+        self.unanswered: frozenset[str] = frozenset()  # racks whose tap did not answer the last sweep
+        self.errors: dict[str, str] = {}  # rack -> why its tap did not answer, last sweep
+        self.monitor_errors: dict[str, str] = {}  # source -> why its monitor gave no signals, last read_sources
+        self.lost_events: dict[str, int] = dict.fromkeys(self._rack_ids, 0)
+        self.other_events: dict[str, int] = dict.fromkeys(self._rack_ids, 0)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    @property
+    def site(self) -> Site:
+        return self._site
+
+    def read_telemetry(self) -> FleetTelemetry:
+        """One sweep: TELEMETRY from each tap in rack order; see the module docstring."""
+        n_racks, width = self._input_source.shape
+        time_s = self._clock()
+        active = np.full(n_racks, -1, dtype=np.int64)
+        draw = np.full(n_racks, math.nan)
+        current = np.full(n_racks, math.nan)
+        volts = np.full((n_racks, width), math.nan)
+        present = np.zeros((n_racks, width), dtype=bool)
+        healthy = np.zeros((n_racks, width), dtype=bool)
+        errors: dict[str, str] = {}
+        answered: int | None = None
+        for r, rack_id in enumerate(self._rack_ids):
+            route = self._routes[rack_id]
+            try:
+                reading = self._client.telemetry(route.address)
+                inputs = reading.inputs
+                active_input = reading.active_input
+            except TapError as exc:
+                errors[rack_id] = str(exc)
+                continue
+            if active_input and active_input not in route.source_of:
+                errors[rack_id] = f"the tap reports input {active_input} active, which the site does not wire"
+                continue
+            answered = route.address if answered is None else answered
+            if active_input:
+                active[r] = self._site.source_index[route.source_of[active_input]]
+                draw[r] = max(float(reading.fields["power_W"]), 0.0) / 1000.0
+                current[r] = float(reading.fields["current_mA"]) / 1000.0
+            else:  # output open: nothing flows, whatever noise the meter shows
+                draw[r] = 0.0
+                current[r] = 0.0
+            for k, values in enumerate(inputs[: route.n_inputs], start=1):
+                if k not in route.source_of:
+                    continue
+                if not values["state"] & catalog.INPUT_SETTLING:  # else a window across a loss: no reading
+                    volts[r, k - 1] = values["voltage_mV"] / 1000.0 * self.voltage_scale
+                present[r, k - 1] = bool(values["state"] & catalog.INPUT_PRESENT)
+                healthy[r, k - 1] = bool(values["state"] & catalog.INPUT_HEALTHY)
+            self._draw[rack_id] = float(draw[r])
+        self.errors = errors
+        self.unanswered = frozenset(errors)
+        if answered is not None:
+            self._maybe_probe(answered)
+        telemetry = FleetTelemetry(
+            time_s=time_s,
+            rack_ids=self._rack_ids,
+            source_ids=self._source_ids,
+            rack_index=self._rack_index,
+            active=frozen(active),
+            draw_kw=frozen(draw),
+            current_a=frozen(current),
+            input_source=frozen(self._input_source),
+            input_voltage_v=frozen(volts),
+            input_present=frozen(present),
+            input_healthy=frozen(healthy),
+        )
+        self._latest = (time.monotonic(), telemetry)
+        return telemetry
+
+    def read_sources(self) -> dict[str, SourceStatus]:
+        """Each source from its adapter, or derived from the latest sweep (a new one if the
+        last is older than `sources_max_age_s` or a command came since), with the health
+        signals of its monitor tap, read now (module docstring)."""
+        telemetry = self._fresh_telemetry() if len(self._adapters) < len(self._source_ids) else None
+        out: dict[str, SourceStatus] = {}
+        self.monitor_errors = {}
+        for source in self._site.sources:
+            signals = self._read_signals(source.id)
+            adapter = self._adapters.get(source.id)
+            if adapter is not None:
+                status = SourceStatus.join(
+                    source.kind, adapter.read_reserve_capacity(), adapter.read_health_status(), signals
+                )
+            else:
+                assert telemetry is not None
+                status = self._derived_status(source.id, telemetry, signals)
+            out[source.id] = status
+            self._note_source_state(source.id, status)
+        return out
+
+    def alternates(self, rack_id: str) -> Alternates:
+        route = self._routes.get(rack_id)
+        if route is None:
+            raise UnknownRackError(rack_id)
+        record = self._alternates.get(rack_id)
+        for_input = route.input_of.get(record.for_source) if record is not None and record.for_source else None
+        try:
+            if for_input:
+                held = self._client.read_alternates(route.address, for_input)
+                on_tap = self._named(route, for_input, held.alternates)
+            else:
+                status = self._client.status(route.address)
+                on_tap = self._named(route, int(status.fields["alternates_for"]),
+                                     [int(status.fields[f"alternate_{i}"]) for i in (1, 2, 3)])
+        except TapError as exc:
+            if record is not None:
+                return record  # the last acknowledged: the best there is while the tap is silent
+            raise NoAnswerError(rack_id, str(exc)) from None
+        if record is None:
+            return on_tap
+        if for_input and on_tap.ranked != record.ranked:  # the tap lost or changed it: the tap is the truth
+            self._alternates[rack_id] = on_tap
+            return on_tap
+        return record
+
+    def read_events(self, since: int, max_count: int = 1000) -> EventPage:
+        for rack_id in self._rack_ids:
+            self._collect(rack_id)
+        return self._log.read(since, max_count)
+
+    # -- commands -------------------------------------------------------------------------
+
+    def move(self, rack_id: str, expected: str | None, target: str | None) -> CommandResult:
+        route = self._routes.get(rack_id)
+        if route is None:
+            return Refused(Refusal.UNKNOWN_RACK, f"no rack {rack_id!r}")
+        if target is not None:
+            if target not in self._site.source_index:
+                return Refused(Refusal.UNKNOWN_SOURCE, f"no source {target!r}")
+            if target not in route.input_of:
+                return Refused(Refusal.UNREACHABLE_SOURCE, f"no input of rack {rack_id!r} reaches {target!r}")
+        self._latest = None  # whatever happens next, the last sweep may no longer be the truth
+        self._ensure_cursor(rack_id)
+        try:
+            status = self._client.status(route.address)
+        except TapError as exc:
+            return Refused(Refusal.NO_ANSWER, f"STATUS: {exc}")
+        actual = self._source_at(route, status.active_input)
+        expected_input = 0 if expected is None else route.input_of.get(expected)
+        if expected_input is None or expected_input != status.active_input:
+            return Refused(Refusal.CAS_MISMATCH, f"rack {rack_id!r} is on {actual!r}, not {expected!r}", actual)
+        if target == expected:
+            return Done(changed=False)
+        refusal = self._unhealthy_by_adapter(target)
+        if refusal is not None:
+            return refusal
+        target_input = 0 if target is None else route.input_of[target]
+        try:
+            self._signed(lambda: self._client.switch(route.address, expected_input, target_input))
+        except FencedOut as exc:  # before TapRefused, which it is
+            raise FencedOutError(str(exc)) from None
+        except TapRefused as exc:
+            return self._switch_refusal(route, exc)
+        except TapError as exc:
+            return Refused(Refusal.NO_ANSWER, f"SWITCH: {exc}")
+        return self._await_transfer(route, target, target_input)
+
+    def set_alternates(self, rack_id: str, for_source: str, ranked: Sequence[str]) -> CommandResult:
+        route = self._routes.get(rack_id)
+        if route is None:
+            return Refused(Refusal.UNKNOWN_RACK, f"no rack {rack_id!r}")
+        ranked = tuple(ranked)
+        refusal = alternates_refusal(self._site, rack_id, for_source, ranked, route.input_of, MAX_ALTERNATES)
+        if refusal is not None:
+            return refusal
+        wanted = Alternates(for_source, ranked)
+        try:
+            before = self.alternates(rack_id)
+        except NoAnswerError as exc:
+            return Refused(Refusal.NO_ANSWER, str(exc))
+        for_input = route.input_of[for_source]
+        inputs = [route.input_of[s] for s in ranked]
+        self._ensure_cursor(rack_id)
+        try:
+            self._signed(lambda: self._client.set_alternates(route.address, for_input, inputs))
+        except FencedOut as exc:  # before TapRefused, which it is
+            raise FencedOutError(str(exc)) from None
+        except TapRefused as exc:
+            if exc.outcome_unknown or exc.code not in (catalog.E_OUT_OF_RANGE, catalog.E_BUSY):
+                self._forget_alternates(route)
+                return Refused(Refusal.NO_ANSWER, f"SET_ALTERNATES: {exc.text}")
+            reason = Refusal.BAD_ALTERNATES if exc.code == catalog.E_OUT_OF_RANGE else Refusal.BUSY
+            return Refused(reason, f"the tap refused: {exc.text}")
+        except TapError as exc:
+            self._forget_alternates(route)
+            return Refused(Refusal.NO_ANSWER, f"SET_ALTERNATES: {exc}")
+        previous = self._alternates.get(rack_id)
+        if previous is not None and previous.for_source not in (None, for_source):
+            self._to_clear[rack_id].add(route.input_of[previous.for_source])
+        self._alternates[rack_id] = wanted
+        self._to_clear[rack_id].discard(for_input)
+        self._clear_other_rankings(route)
+        changed = before != wanted
+        if changed:
+            self._append(EventKind.ALTERNATES_SET, rack_id, for_source)
+        return Done(changed=changed)
+
+    # -- internals: reads -------------------------------------------------------------------
+
+    def _fresh_telemetry(self) -> FleetTelemetry:
+        if self._latest is not None and time.monotonic() - self._latest[0] <= self.sources_max_age_s:
+            return self._latest[1]
+        return self.read_telemetry()
+
+    def _read_signals(self, source_id: str) -> HealthSignals | None:
+        """HEALTH from the source's monitor tap as the predictor's signals; None without a
+        monitor or an answer (the reason in `monitor_errors`)."""
+        address = self._monitors.get(source_id)
+        if address is None:
+            return None
+        try:
+            reply = self._client.health(address)
+        except TapError as exc:
+            self.monitor_errors[source_id] = str(exc)
+            return None
+        return health_signals(reply.fields)
+
+    def _derived_status(self, source_id: str, telemetry: FleetTelemetry,
+                        signals: HealthSignals | None = None) -> SourceStatus:
+        index = self._site.source_index[source_id]
+        source = self._site.sources[index]
+        on_it = telemetry.active == index
+        load = float(np.nansum(telemetry.draw_kw[on_it]))
+        vouched = bool((telemetry.input_healthy & telemetry.input_present & (telemetry.input_source == index)).any())
+        if source.availability == Availability.MAINTENANCE:
+            state = SourceState.MAINTENANCE
+        else:
+            state = SourceState.UP if vouched else SourceState.FAILED
+        up = state == SourceState.UP
+        alarms = frozenset({Alarm.OVERLOAD}) if up and load > source.capacity_kw else frozenset()
+        return SourceStatus(
+            source_id=source_id,
+            kind=source.kind,
+            time_s=telemetry.time_s,
+            state=state,
+            capacity_kw=source.capacity_kw,
+            load_kw=load,
+            available_kw=max(source.capacity_kw - load, 0.0) if up else 0.0,
+            overload_progress=math.nan,
+            state_of_charge=None,
+            runtime_s=None,
+            alarms=alarms,
+            signals=signals,
+        )
+
+    def _note_source_state(self, source_id: str, status: SourceStatus) -> None:
+        """Log a change of state since the previous read_sources (none at the first)."""
+        before = self._source_states.get(source_id)
+        self._source_states[source_id] = status.state
+        if before is None or before == status.state:
+            return
+        if status.state == SourceState.UP:
+            self._append(EventKind.SOURCE_RESTORED, source_id=source_id)
+        elif before == SourceState.UP and status.state in _SOURCE_EVENTS:
+            self._append(_SOURCE_EVENTS[status.state], source_id=source_id)
+
+    def _named(self, route: _Route, for_input: int, inputs: list[int]) -> Alternates:
+        """A tap's ranking for one input (0s end it) by source: none if that input holds none."""
+        ranked = []
+        for k in inputs:
+            if not k or k not in route.source_of:
+                break  # the end, or an input the site does not wire: nothing the fleet can name
+            ranked.append(route.source_of[k])
+        if not for_input or for_input not in route.source_of or not ranked:
+            return Alternates(None, ())
+        return Alternates(route.source_of[for_input], tuple(ranked))
+
+    def _maybe_probe(self, address: int) -> None:
+        """Let a redundant link probe its idle bus with a STATUS to a tap that just answered."""
+        probe = getattr(self._client.link, "maybe_probe", None)
+        if probe is None:
+            return
+
+        def frame() -> bytes:
+            request = messages.request(address, "STATUS", self._client.next_seq())
+            return framing.encode_frame(request.to_body())
+
+        probe(frame, self._client.timeout)
+
+    # -- internals: commands ----------------------------------------------------------------
+
+    def _signed(self, call: Callable[[], Reply]) -> Reply:
+        """A signed command; once more if the tap said REPLAY to a first copy (the client has
+        caught its counter up: the command did not run)."""
+        try:
+            return call()
+        except TapRefused as exc:
+            if isinstance(exc, FencedOut) or exc.code != catalog.E_REPLAY or exc.outcome_unknown:
+                raise
+        return call()
+
+    def _source_at(self, route: _Route, active_input: int) -> str | None:
+        return route.source_of.get(active_input) if active_input else None
+
+    def _unhealthy_by_adapter(self, target: str | None) -> Refused | None:
+        """A target in maintenance by the site model, or not up by its adapter: refused here."""
+        if target is None:
+            return None
+        if self._site.source(target).availability == Availability.MAINTENANCE:
+            return Refused(Refusal.SOURCE_UNHEALTHY, f"source {target!r} is in maintenance")
+        adapter = self._adapters.get(target)
+        if adapter is not None:
+            state = adapter.read_health_status().state
+            if state != SourceState.UP:
+                return Refused(Refusal.SOURCE_UNHEALTHY, f"source {target!r} is {state}")
+        return None
+
+    def _switch_refusal(self, route: _Route, exc: TapRefused) -> Refused:
+        if exc.outcome_unknown:
+            return Refused(Refusal.NO_ANSWER, f"SWITCH: {exc.text}")
+        code = exc.code
+        if code == catalog.E_CAS_MISMATCH:
+            actual = self._source_at(route, exc.detail)
+            return Refused(Refusal.CAS_MISMATCH, f"the tap is on input {exc.detail}", actual)
+        if code == catalog.E_SOURCE_UNHEALTHY:
+            return Refused(Refusal.SOURCE_UNHEALTHY, f"the tap measures the target input's state as {exc.detail:#x}")
+        if code in (catalog.E_PROTECTION_LOCKOUT, catalog.E_DOWNSTREAM_FAULT, catalog.E_INTERNAL):
+            return Refused(Refusal.PROTECTION, f"the tap refused: {exc.text}")
+        if code == catalog.E_BUSY:
+            return Refused(Refusal.BUSY, f"the tap refused: {exc.text}")
+        if code == catalog.E_OUT_OF_RANGE:
+            return Refused(Refusal.UNREACHABLE_SOURCE, f"the tap has no such input: {exc.text}")
+        return Refused(Refusal.NO_ANSWER, f"SWITCH: {exc.text}")
+
+    def _await_transfer(self, route: _Route, target: str | None, target_input: int) -> CommandResult:
+        """After the ACK: STATUS until the target input is active, then Done and MOVED."""
+        deadline = time.monotonic() + self.transfer_timeout_s
+        last = "no STATUS answered"
+        while True:
+            try:
+                status = self._client.status(route.address)
+            except TapError as exc:
+                last = str(exc)
+            else:
+                if status.active_input == target_input:
+                    self._harvest[route.rack_id].confirmed_moves += 1
+                    draw = self._draw[route.rack_id]
+                    self._append(EventKind.MOVED, route.rack_id, target, 0.0 if math.isnan(draw) else draw)
+                    return Done(changed=True)
+                last = f"active input {status.active_input}, relays {status.relays_closed:#x}"
+            if time.monotonic() > deadline:
+                return Refused(
+                    Refusal.NO_ANSWER,
+                    f"the transfer to input {target_input} started but was not seen done in "
+                    f"{self.transfer_timeout_s:g} s ({last}): re-read before retrying",
+                )
+            time.sleep(STATUS_POLL_S)
+
+    def _forget_alternates(self, route: _Route) -> None:
+        """After a SET_ALTERNATES of unknown outcome: the next read asks the tap, and the next
+        set clears every other input again, as on first contact."""
+        self._alternates.pop(route.rack_id, None)
+        self._to_clear[route.rack_id] = set(route.source_of)
+
+    def _clear_other_rankings(self, route: _Route) -> None:
+        """Clear the rankings the fleet's model does not want; what fails is tried next time."""
+        pending = self._to_clear[route.rack_id]
+        for k in sorted(pending):
+            try:
+                self._signed(partial(self._client.set_alternates, route.address, k, ()))
+            except FencedOut as exc:
+                raise FencedOutError(str(exc)) from None
+            except TapError:
+                continue
+            pending.discard(k)
+
+    # -- internals: events ------------------------------------------------------------------
+
+    def _append(
+        self, kind: EventKind, rack_id: str | None = None, source_id: str | None = None, value: float = 0.0
+    ) -> None:
+        t = max(self._clock(), self._last_event_time)  # indices and times rise together
+        self._last_event_time = t
+        self._log.append(t, kind, rack_id, source_id, value)
+
+    def _ensure_cursor(self, rack_id: str) -> bool:
+        """Set the tap's cursor at its head on first contact; False if it did not answer."""
+        harvest = self._harvest[rack_id]
+        if harvest.cursor is not None:
+            return True
+        try:
+            reply = self._client.read_events(self._routes[rack_id].address, 0, 0)
+        except TapError:
+            return False
+        harvest.cursor = int(reply.fields["head"])
+        return True
+
+    def _collect(self, rack_id: str) -> None:
+        """Everything the tap logged since the cursor, into the host log."""
+        if not self._ensure_cursor(rack_id):
+            return
+        harvest = self._harvest[rack_id]
+        route = self._routes[rack_id]
+        while True:
+            assert harvest.cursor is not None
+            try:
+                reply = self._client.read_events(route.address, harvest.cursor, READ_EVENTS_MAX)
+            except TapError:
+                return  # collected at a later call
+            first, head = int(reply.fields["first"]), int(reply.fields["head"])
+            if head < harvest.cursor:  # the tap rebooted: a new log from 0
+                harvest.cursor = 0
+                harvest.confirmed_moves = 0
+                continue
+            if first > harvest.cursor:
+                self.lost_events[rack_id] += first - harvest.cursor
+            events = list(reply.fields["events"])
+            for event in events:
+                self._translate(route, harvest, event)
+            harvest.cursor = first + len(events)
+            if not events or harvest.cursor >= head:
+                return
+
+    def _translate(self, route: _Route, harvest: _Harvest, event: Mapping[str, int]) -> None:
+        code, k = int(event["code"]), int(event["input"])
+        rack_id = route.rack_id
+        if code == catalog.EV_COMMAND and event["value"] == catalog.T_SWITCH:
+            if harvest.confirmed_moves > 0:
+                harvest.confirmed_moves -= 1  # logged as MOVED when `move` confirmed it
+                return
+            self._append(EventKind.MOVED, rack_id, self._source_at(route, k))
+        elif code == catalog.EV_TRANSFER:
+            draw = self._draw[rack_id]
+            self._append(EventKind.TRANSFER, rack_id, self._source_at(route, k), 0.0 if math.isnan(draw) else draw)
+        elif code in _UNPOWERING_CODES:
+            self._append(EventKind.RACK_UNPOWERED, rack_id, self._source_at(route, k), float(event["value"]) / 1000.0)
+        else:
+            self.other_events[rack_id] += 1
+
+
+def _routes(site: Site, taps: Mapping[str, int | HasAddress]) -> dict[str, _Route]:
+    """Each rack's route, from `taps` keyed by rack id or tap id; every rack needs one."""
+    tap_to_rack = {rack.tap_id: rack.id for rack in site.racks}
+    addresses: dict[str, int] = {}
+    problems: list[str] = []
+    for key, value in taps.items():
+        rack_id = key if key in site.rack_index else tap_to_rack.get(key)
+        if rack_id is None:
+            problems.append(f"{key!r} is neither a rack nor a rack's tap of the site")
+            continue
+        address = value if isinstance(value, int) else value.address
+        if not catalog.ADDR_TAP_MIN <= address <= catalog.ADDR_TAP_MAX:
+            problems.append(f"rack {rack_id!r}: address {address} is not a tap's")
+        addresses[rack_id] = address
+    missing = [rack.id for rack in site.racks if rack.id not in addresses]
+    if missing:
+        problems.append(f"no address for racks {', '.join(missing)}")
+    used: dict[int, str] = {}
+    for rack_id, address in addresses.items():
+        if address in used:
+            problems.append(f"racks {used[address]!r} and {rack_id!r} share address {address}")
+        used[address] = rack_id
+    if problems:
+        raise ValueError("; ".join(problems))
+    routes = {}
+    for rack in site.racks:
+        feeds = site.feeds_of(rack.id)
+        routes[rack.id] = _Route(
+            rack.id,
+            addresses[rack.id],
+            MappingProxyType({f.input: f.source_id for f in feeds}),
+            MappingProxyType({f.source_id: f.input for f in feeds}),
+        )
+    return routes
+
+
+def health_signals(fields: Mapping[str, int]) -> HealthSignals:
+    """A HEALTH answer's fields as the fault predictor's signals (module docstring): None
+    where the tap does not vouch for a sensor, or its window value is too old."""
+    ok = int(fields["sensors_ok"])
+    fresh = int(fields["age_ms"]) <= HEALTH_MAX_AGE_MS
+
+    def scaled(bit: int, name: str, per_unit: int, windowed: bool = True) -> float | None:
+        if not ok & bit or (windowed and not fresh):
+            return None
+        return int(fields[name]) / per_unit  # divided, not multiplied by 0.1: 520 dC is 52.0 C exactly
+
+    return HealthSignals(
+        temperature_c=scaled(_SENSOR_TEMPERATURE, "temperature_dC", 10, windowed=False),
+        vibration_rms_mg=scaled(_SENSOR_VIBRATION, "vibration_rms_mg", 1),
+        kurtosis=scaled(_SENSOR_VIBRATION, "vibration_kurtosis_milli", 1000),
+        crest_factor=scaled(_SENSOR_VIBRATION, "vibration_crest_milli", 1000),
+        ripple_pct=scaled(_SENSOR_RIPPLE, "ripple_dpct", 10),
+        thd_pct=scaled(_SENSOR_THD, "thd_dpct", 10, windowed=False),
+    )
+
+
+def _monitor_addresses(site: Site, monitors: Mapping[str, int | HasAddress],
+                       routes: Mapping[str, _Route]) -> dict[str, int]:
+    """Each monitored source's monitor address: known sources, taps' addresses, none shared
+    with a rack's tap or another monitor."""
+    problems: list[str] = []
+    racks_at = {route.address: rack_id for rack_id, route in routes.items()}
+    used: dict[int, str] = {}
+    out: dict[str, int] = {}
+    for source_id, value in monitors.items():
+        address = value if isinstance(value, int) else value.address
+        if source_id not in site.source_index:
+            problems.append(f"monitor of {source_id!r}: the site has no such source")
+        elif not catalog.ADDR_TAP_MIN <= address <= catalog.ADDR_TAP_MAX:
+            problems.append(f"monitor of {source_id!r}: address {address} is not a tap's")
+        elif address in racks_at:
+            problems.append(f"monitor of {source_id!r}: address {address} is the tap of rack {racks_at[address]!r}")
+        elif address in used:
+            problems.append(f"monitors of {used[address]!r} and {source_id!r} share address {address}")
+        else:
+            used[address] = source_id
+            out[source_id] = address
+    if problems:
+        raise ValueError("; ".join(problems))
+    return out
+
+
+def _input_sources(site: Site, routes: Mapping[str, _Route]) -> np.ndarray:
+    """The source index of every input of every rack's tap, -1 where none (the simulator's layout)."""
+    out = np.full((len(site.racks), max(site.max_inputs, 1)), -1, dtype=np.int64)
+    for r, rack in enumerate(site.racks):
+        for k, source_id in routes[rack.id].source_of.items():
+            out[r, k - 1] = site.source_index[source_id]
+    return out

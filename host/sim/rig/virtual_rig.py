@@ -1,0 +1,742 @@
+"""The virtual rig: a whole site's taps running the compiled firmware on MicroPython, on
+two virtual RS-485 buses, in a shared plant, with faults injected while it runs.
+
+`VirtualRig` builds the firmware tree once (host/build/firmware_build.py; rebuilt only where a
+module changed), opens buses A and B (host/sim/rig/vbus.py: the host end is a pty, opened like a
+USB adapter), gives every tap a flash directory with its address, epoch and a fresh key,
+and starts one plant server (host/sim/rig/plant_server.py, serving the tap's `TapPlant` of
+host/sim/rig/rig_plant.py) and one `micropython` process (firmware/main_sim.py) per tap. `close()`
+stops all of it: each plant link is hung up, so each firmware stops at a block boundary;
+a process that does not is terminated, then killed.
+
+The records the host needs to talk to the taps (unique id, address, epoch, key) are in
+`rig.taps` and, with the buses' device paths, in `rig.json` in the work directory.
+
+Control from another process: `serve_control()` listens on `control.sock` (a Unix socket
+in the work directory) for one JSON object per line and answers each with one line:
+
+    {"command": "inject", "kind": "sag", "target": "ups-1", "params": {"fraction": 0.6}}
+    {"command": "status"}            -> the plant's sources and taps, and the processes
+    {"command": "ping"}
+    answers: {"ok": true, "result": ...} or {"ok": false, "error": "one line"}
+
+`send_control(workdir, request)` is the client side (`ibt sim inject` uses it).
+
+Monitor taps (`RigLayout.monitors`, a site file's taps with role "monitor") run the same
+firmware on a board in the monitor role (one input: the source they are fitted to; an
+accelerometer and a DC-bus channel), served by the plant's `MonitorPlant`; they answer
+HEALTH with what the source's health model and the heat, vibration and ripple
+injections say. Their records are in `rig.monitors` and under "monitors" in rig.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from host.build import firmware_build
+from host.model import boards
+from host.model.site import Site
+from host.ops import flash_records
+from host.ops.session import RIG_FILE
+from host.sim.rig.plant import ADC_MAX, RelaySpec
+from host.sim.rig.plant_server import PlantServer
+from host.sim.rig.rig_plant import MONITOR_DC_FULL_SCALE_V, MONITOR_MG_PER_COUNT, RigPlant, RigPlantError, default_site
+from host.sim.rig.vbus import VirtualBus, VirtualBuses
+from protocol import catalog
+
+SIM_MAIN = "firmware.main_sim"  # run from the compiled tree, as flashed
+CONTROL_SOCKET = "control.sock"
+DEFAULT_EPOCH = 1
+START_TIMEOUT_S = 60.0  # wall-clock: generous, a loaded 2-core machine starts N interpreters slowly
+STOP_TIMEOUT_S = 10.0  # for the firmware to notice its plant link is gone, before it is terminated
+READY_SIM_S = 0.5  # each tap has run this much simulated time (its meter has windows) when start() returns
+_CONTROL_LINE_LIMIT = 1 << 16
+
+SOURCE_FAULTS: dict[str, tuple[str, ...]] = {
+    "lose": ("duration_s",),
+    "restore": (),
+    "sag": ("fraction", "duration_s"),
+    "distort": ("thd_pct", "duration_s"),
+    "overload": ("kw", "duration_s"),
+}
+# What a source's monitor taps measure (refused on a source no monitor tap is fitted to).
+HEALTH_FAULTS: dict[str, tuple[str, ...]] = {
+    "heat": ("celsius", "duration_s"),
+    "vibration": ("rms_mg", "impulsive", "duration_s"),
+    "ripple": ("fraction", "duration_s"),
+}
+RACK_FAULTS: dict[str, tuple[str, ...]] = {"load": ("kw", "fraction", "duration_s")}
+BUS_FAULTS: dict[str, tuple[str, ...]] = {"cut": ("on",), "ber": ("rate",), "drop": ("rate",), "babble": ("on",)}
+FAULTS = {**SOURCE_FAULTS, **HEALTH_FAULTS, **RACK_FAULTS, **BUS_FAULTS}
+
+# The sim board in the monitor role: no board file describes one yet, so these are what
+# boards.Board.firmware_parameters() would add from a [monitor] section, with the plant's
+# sensor scales. One input, no alternates: the monitor feeds no rack.
+MONITOR_HEALTH_WINDOW = 2048  # samples per vibration and ripple window: about half a second at 4 kSPS
+MONITOR_BOARD: dict[str, Any] = {
+    "role": catalog.ROLE_SOURCE_MONITOR,
+    "n_inputs": 1,
+    "n_aux": 2,
+    "health_window": MONITOR_HEALTH_WINDOW,
+    "mg_per_count": MONITOR_MG_PER_COUNT,
+    "dc_volts_per_count": MONITOR_DC_FULL_SCALE_V / ADC_MAX,
+    "default_alternates": [0, 0, 0],
+}
+
+
+class RigError(RuntimeError):
+    """The rig cannot do what was asked; the message is one line with the likely cause."""
+
+
+@dataclass(frozen=True)
+class RigTap:
+    """What the host needs to talk to one tap of the rig, and where its files are. A
+    monitor tap has no rack (""), its one input is the source it `monitors`."""
+
+    id: str
+    rack: str
+    address: int
+    unique_id: str  # hex, 8 bytes
+    key: str  # hex, 32 bytes: the tap's HMAC key
+    epoch: int
+    inputs: tuple[str, ...]  # source ids, input 1 first
+    flash: str  # the tap's flash directory
+    log: str  # what its MicroPython process printed
+    monitors: str | None = None  # a monitor tap: the source it is fitted to
+
+    @property
+    def key_bytes(self) -> bytes:
+        return bytes.fromhex(self.key)
+
+    @property
+    def unique_id_bytes(self) -> bytes:
+        return bytes.fromhex(self.unique_id)
+
+
+@dataclass(frozen=True)
+class RigLayout:
+    """The site plus what a site file adds for the rig: phases, frequency, and commissioned
+    addresses and unique ids by tap id (the rig picks its own where none is given)."""
+
+    site: Site
+    hz: float = 50.0
+    phases_deg: Mapping[str, float] | None = None
+    addresses: Mapping[str, int] | None = None
+    unique_ids: Mapping[str, bytes] | None = None
+    # A deliberately miswired feed, by tap id: the sources its inputs are really wired to,
+    # input 1 first, where the site says otherwise (commissioning must catch it).
+    wiring: Mapping[str, tuple[str, ...]] | None = None
+    # Taps flashed by the host (host/ops/flash.py, a sim board's flash directory), by tap id:
+    # their config.json and key.json come from there (an unflashed address stays unassigned,
+    # as a fresh board's does) instead of the rig's own address, epoch and fresh key.
+    flashed: Mapping[str, Path] | None = None
+    # Monitor taps, by tap id: the source each is fitted to. Their addresses and unique ids
+    # come from `addresses` and `unique_ids` as the rack taps' do.
+    monitors: Mapping[str, str] | None = None
+
+
+def load_site_file(path: Path) -> RigLayout:
+    """A rig layout from a site file (host/model/site_file.py; sites/demo.toml): its rack taps
+    and its monitor taps."""
+    from host.model import site_file  # only `--site` needs the site file reader
+
+    try:
+        parsed = site_file.load_site_file(path)
+    except OSError as exc:
+        raise RigError(f"cannot read site file {path}: {exc.strerror}") from None
+    except site_file.SiteFileError as exc:
+        more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+        raise RigError(f"site file refused: {exc.problems[0]}{more}") from None
+    rack_taps = [t for t in parsed.taps if t.rack is not None]
+    monitor_taps = [t for t in parsed.taps if t.role == site_file.TapRole.MONITOR and t.monitors is not None]
+    taps = rack_taps + monitor_taps
+    return RigLayout(
+        parsed.site,
+        float(parsed.frequency_hz),
+        dict(parsed.phase_deg),
+        {t.id: t.address for t in taps},
+        {t.id: t.unique_id for t in taps if t.unique_id is not None},
+        monitors={t.id: t.monitors for t in monitor_taps if t.monitors is not None},
+    )
+
+
+def build_firmware(dest: Path) -> Path:
+    """The sim board's .mpy tree in dest, compiling only modules newer than their .mpy."""
+    stale = [
+        source for source in firmware_build.sources(board="sim")
+        if not _newer_than(dest / source.parent.name / (source.stem + ".mpy"), source)
+    ]
+    if stale:
+        firmware_build.compile_tree(dest, firmware_build.ARCH_UNIX_X64, modules=stale)
+    return dest
+
+
+def _newer_than(target: Path, source: Path) -> bool:
+    try:
+        return target.stat().st_mtime >= source.stat().st_mtime
+    except OSError:
+        return False
+
+
+class VirtualRig:
+    """`with VirtualRig((3, 2), workdir) as rig:` starts 3 taps on 2 sources; see the module docstring."""
+
+    def __init__(
+        self,
+        site: Site | RigLayout | tuple[int, int],
+        workdir: Path,
+        baud: int = 115200,
+        *,
+        firmware_tree: Path | None = None,
+        realtime: bool = True,
+        epoch: int = DEFAULT_EPOCH,
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
+        self.layout = _layout(site)
+        self.site = self.layout.site
+        n_taps = len(self.site.racks) + len(self.layout.monitors or {})
+        if n_taps > catalog.ADDR_TAP_MAX - catalog.ADDR_TAP_MIN + 1:
+            raise RigError(f"{n_taps} taps do not fit the bus's addresses")
+        self.workdir = Path(workdir).resolve()
+        self.baud = baud
+        self.epoch = epoch
+        self.start_timeout_s = start_timeout_s
+        self.firmware_tree = firmware_tree
+        self.board = boards.by_name("sim")
+        params = self.board.firmware_parameters()
+        relay = RelaySpec(params["operate_us"], params["release_us"], params["bounce_us"])
+        self.plant = RigPlant(self.site, hz=self.layout.hz, phases_deg=self.layout.phases_deg, relay=relay,
+                              realtime=realtime, wiring=self.layout.wiring, monitors=self.layout.monitors)
+        self.taps: list[RigTap] = []
+        self.monitors: list[RigTap] = []  # the monitor taps' records
+        self.buses: VirtualBuses | None = None
+        self.exit_codes: dict[str, int] = {}
+        self._servers: dict[str, PlantServer] = {}
+        self._threads: list[threading.Thread] = []
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
+        self._control: ControlServer | None = None
+        self._started = False
+        self._closed = False
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> VirtualRig:
+        """Build, wire and start everything; return once every tap runs. On any failure what
+        was started is stopped again and the error raised."""
+        if self._closed or self._started:
+            raise RigError("a rig starts once")
+        self._started = True
+        try:
+            self._refuse_running_rig()
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            tree = self.firmware_tree or build_firmware(self.workdir / "mpy")
+            self.buses = VirtualBuses(("A", "B"), self.baud).start()
+            for index, rack in enumerate(self.site.racks):
+                self._start_tap(index, rack.id, rack.tap_id, tree)
+            for index, (tap_id, source_id) in enumerate((self.layout.monitors or {}).items(), len(self.site.racks)):
+                self._start_monitor(index, tap_id, source_id, tree)
+            self._wait_ready()
+            self._write_rig_file()
+        except firmware_build.BuildError as exc:  # mpy-cross or micropython missing or refusing
+            self.close()
+            raise RigError(str(exc)) from None
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Stop everything the rig started: processes, threads, sockets, ptys. Idempotent;
+        a KeyboardInterrupt halfway still leaves no process behind."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._control is not None:
+                self._control.close()
+            for server in self._servers.values():
+                server.close()
+            self._stop_processes()
+        finally:
+            for thread in self._threads:
+                thread.join(timeout=5)
+            if self.buses is not None:
+                self.buses.close()
+            for log in self._logs:
+                log.close()
+
+    def __enter__(self) -> VirtualRig:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def bus_paths(self) -> dict[str, str]:
+        """The host-side device of each bus ("A", "B"): open it with pyserial."""
+        if self.buses is None:
+            raise RigError("the rig has not started")
+        return self.buses.host_paths
+
+    def bus(self, name: str) -> VirtualBus:
+        if self.buses is None:
+            raise RigError("the rig has not started")
+        try:
+            return self.buses[name.upper()]
+        except KeyError:
+            raise RigError(f"unknown bus {name!r} (buses: A, B)") from None
+
+    def tap(self, tap_id: str) -> RigTap:
+        """A rack tap by its id or its rack's, or a monitor tap by its id."""
+        for record in self.taps:
+            if record.id == tap_id or record.rack == tap_id:
+                return record
+        for record in self.monitors:
+            if record.id == tap_id:
+                return record
+        known = ", ".join(t.id for t in [*self.taps, *self.monitors])
+        raise RigError(f"unknown tap {tap_id!r} (taps: {known})")
+
+    def monitor_of(self, source_id: str) -> RigTap:
+        """The (first) monitor tap fitted to a source."""
+        for record in self.monitors:
+            if record.monitors == source_id:
+                return record
+        fitted = ", ".join(f"{t.id} on {t.monitors}" for t in self.monitors) or "none"
+        raise RigError(f"no monitor tap is fitted to source {source_id!r} (monitors: {fitted})")
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """The MicroPython process of each tap, by tap id."""
+        return {tap_id: process.pid for tap_id, process in self._processes.items()}
+
+    def dead_taps(self) -> dict[str, int]:
+        """Taps whose process has ended while the rig runs: tap id -> exit code."""
+        return {tap_id: code for tap_id, p in self._processes.items() if (code := p.poll()) is not None}
+
+    # -- faults --------------------------------------------------------------------------
+
+    def inject(self, kind: str, target: str, **params: Any) -> None:
+        """Inject a fault now (each tap sees a plant fault at its next step). kind: lose,
+        restore, sag (fraction), distort (thd_pct), overload (kw) on a source; heat (celsius),
+        vibration (rms_mg, impulsive), ripple (fraction of the DC bus) on a source a monitor tap
+        is fitted to, each without its value back to the source's baseline; load (kw or
+        fraction of the rating) on a rack or its tap; cut (on), ber (rate), drop (rate),
+        babble (on) on bus A or B. duration_s: simulated seconds, for the plant faults."""
+        if kind not in FAULTS:
+            raise RigError(f"unknown fault {kind!r} (faults: {', '.join(FAULTS)})")
+        unknown = sorted(set(params) - set(FAULTS[kind]))
+        if unknown:
+            takes = ", ".join(FAULTS[kind]) or "nothing"
+            raise RigError(f"{kind} does not take {', '.join(unknown)} (it takes {takes})")
+        try:
+            if kind in BUS_FAULTS:
+                self._bus_fault(kind, self.bus(target), **params)
+            else:
+                self._plant_fault(kind, target, params)
+        except RigPlantError as exc:
+            raise RigError(str(exc)) from None
+
+    def _plant_fault(self, kind: str, target: str, params: dict[str, Any]) -> None:
+        actions: dict[str, Callable[..., None]] = {
+            "lose": self.plant.lose, "restore": self.plant.restore, "sag": self.plant.sag,
+            "distort": self.plant.distort, "overload": self.plant.overload, "load": self.plant.load_step,
+            "heat": self.plant.heat, "vibration": self.plant.vibrate, "ripple": self.plant.ripple,
+        }
+        actions[kind](target, **params)
+
+    @staticmethod
+    def _bus_fault(kind: str, bus: VirtualBus, on: bool = True, rate: float = 0.0) -> None:
+        try:
+            if kind == "cut":
+                bus.cut(bool(on))
+            elif kind == "babble":
+                bus.babble(bool(on))
+            elif kind == "ber":
+                bus.set_bit_error_rate(rate)
+            else:
+                bus.set_drop_rate(rate)
+        except ValueError as exc:
+            raise RigError(str(exc)) from None
+
+    def status(self) -> dict[str, Any]:
+        """The plant's sources and taps, the buses and which tap processes still run."""
+        snapshot = self.plant.snapshot()
+        dead = self.dead_taps()
+        for tap_id, tap_state in [*snapshot["taps"].items(), *snapshot["monitors"].items()]:
+            tap_state["running"] = tap_id not in dead
+        snapshot["buses"] = self.bus_paths if self.buses is not None else {}
+        return snapshot
+
+    # -- control from another process ------------------------------------------------------
+
+    def serve_control(self) -> Path:
+        """Take commands on workdir/control.sock (module docstring); return its path."""
+        if self._control is None:
+            self._control = ControlServer(self.workdir / CONTROL_SOCKET, self._handle_control)
+            self._threads.append(self._control.start())
+        return self._control.path
+
+    def _handle_control(self, request: dict[str, Any]) -> Any:
+        command = request.get("command")
+        if command == "ping":
+            return "pong"
+        if command == "status":
+            return self.status()
+        if command == "inject":
+            params = request.get("params") or {}
+            if not isinstance(params, dict):
+                raise RigError("params must be an object")
+            self.inject(str(request.get("kind")), str(request.get("target")), **params)
+            return None
+        raise RigError(f"unknown command {command!r} (commands: inject, status, ping)")
+
+    # -- starting --------------------------------------------------------------------------
+
+    def _refuse_running_rig(self) -> None:
+        path = self.workdir / CONTROL_SOCKET
+        if not path.exists():
+            return
+        try:
+            send_control(self.workdir, {"command": "ping"}, timeout=2.0)
+        except RigError:
+            path.unlink(missing_ok=True)  # left by a rig that did not stop cleanly
+            return
+        raise RigError(f"a rig is already running in {self.workdir}")
+
+    def _start_tap(self, index: int, rack_id: str, tap_id: str, tree: Path) -> None:
+        tap = self.site.tap_of(rack_id)
+        home, flash = self._home(index, tap_id)
+        record = RigTap(
+            id=tap_id, rack=rack_id,
+            address=(self.layout.addresses or {}).get(tap_id, catalog.ADDR_TAP_MIN + index),
+            unique_id=(self.layout.unique_ids or {}).get(tap_id, _unique_id(self.site.name, tap_id)).hex(),
+            key=secrets.token_bytes(catalog.KEY_LEN).hex(), epoch=self.epoch,
+            inputs=self.site.reachable(rack_id), flash=str(flash), log=str(home / "tap.log"),
+        )
+        record = self._write_flash(record, flash)
+        self._launch(record, home, self.board.firmware_parameters() | {"n_inputs": tap.n_inputs},
+                     PlantServer(self.plant.plants[tap_id]), tree)
+        self.taps.append(record)
+
+    def _start_monitor(self, index: int, tap_id: str, source_id: str, tree: Path) -> None:
+        """A monitor tap: the sim board in the monitor role, fitted to source_id. Without an
+        address from the layout it takes the lowest one no other tap of the rig has."""
+        home, flash = self._home(index, tap_id)
+        address = (self.layout.addresses or {}).get(tap_id)
+        if address is None:
+            taken = {t.address for t in [*self.taps, *self.monitors]} | set((self.layout.addresses or {}).values())
+            address = next(a for a in range(catalog.ADDR_TAP_MIN, catalog.ADDR_TAP_MAX + 1) if a not in taken)
+        record = RigTap(
+            id=tap_id, rack="", address=address,
+            unique_id=(self.layout.unique_ids or {}).get(tap_id, _unique_id(self.site.name, tap_id)).hex(),
+            key=secrets.token_bytes(catalog.KEY_LEN).hex(), epoch=self.epoch,
+            inputs=(source_id,), flash=str(flash), log=str(home / "tap.log"), monitors=source_id,
+        )
+        record = self._write_flash(record, flash)
+        self._launch(record, home, self.board.firmware_parameters() | MONITOR_BOARD,
+                     PlantServer(self.plant.monitors[tap_id]), tree)
+        self.monitors.append(record)
+
+    def _home(self, index: int, tap_id: str) -> tuple[Path, Path]:
+        """The tap's directory and its flash directory, emptied: a new rig is a new fleet
+        (fresh keys, no counters of a previous run)."""
+        home = self.workdir / "taps" / _safe_name(index, tap_id)
+        flash = home / "flash"
+        flash.mkdir(parents=True, exist_ok=True)
+        for old in flash.iterdir():
+            if old.is_file():
+                old.unlink()
+        return home, flash
+
+    def _write_flash(self, record: RigTap, flash: Path) -> RigTap:
+        """The tap's config and key on its flash: the rig's, or those the host flashed."""
+        flashed = (self.layout.flashed or {}).get(record.id)
+        if flashed is not None:
+            return self._flashed_record(record, Path(flashed), flash)
+        flash_records.write_record(flash, "config.json", {"address": record.address, "epoch": record.epoch})
+        flash_records.write_record(flash, "key.json", {"key": record.key})
+        return record
+
+    def _launch(self, record: RigTap, home: Path, board: dict[str, Any], server: PlantServer, tree: Path) -> None:
+        """Start the tap's plant server and its MicroPython process."""
+        assert self.buses is not None
+        tap_id = record.id
+        flash = Path(record.flash)
+        board_file = home / "board.json"
+        board_file.write_text(json.dumps(board))
+        self._servers[tap_id] = server
+        self._threads.append(server.start())
+        log = open(record.log, "wb")  # noqa: SIM115  # closed by close(), after the process
+        self._logs.append(log)
+        ports = self.buses.tap_ports
+        heap = f"{self.board.raw['board']['heap_budget_kb']}K"
+        here = self.workdir
+        # Paths relative to the work directory: the firmware fills nearly all of a board's heap,
+        # and MicroPython keeps each imported module's path in it, so a long path costs a tap its start.
+        self._processes[tap_id] = subprocess.Popen(
+            [firmware_build.micropython_command(), "-X", f"heapsize={heap}", "-m", SIM_MAIN, str(server.port),
+             str(ports["A"]), str(ports["B"]), os.path.relpath(flash, here), os.path.relpath(board_file, here),
+             record.unique_id],
+            cwd=here, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env={"MICROPYPATH": os.path.relpath(tree, here)},
+            start_new_session=True,  # a Ctrl-C at the terminal reaches the rig, which stops the taps itself
+        )
+
+    @staticmethod
+    def _flashed_record(record: RigTap, source: Path, flash: Path) -> RigTap:
+        """The tap's records as the host flashed them into `source`, copied to its flash."""
+        config = flash_records.read_record(source / "config.json")
+        key = flash_records.read_record(source / "key.json")
+        if config is None or key is None or not isinstance(key.get("key"), str):
+            raise RigError(f"tap {record.id}: no intact config.json and key.json in {source} (flash it first)")
+        for name in ("config.json", "key.json"):
+            (flash / name).write_bytes((source / name).read_bytes())
+        return replace(record, address=int(config.get("address", catalog.ADDR_UNASSIGNED)),
+                       epoch=int(config.get("epoch", 0)), key=key["key"])
+
+    def _wait_ready(self) -> None:
+        """Until every tap is on both buses and has run READY_SIM_S on its own clock."""
+        assert self.buses is not None
+        deadline = time.monotonic() + self.start_timeout_s
+        n = len(self.taps) + len(self.monitors)
+        for name in ("A", "B"):
+            while not self.buses[name].wait_for_taps(n, 0.2):
+                self._check_processes()
+                if time.monotonic() > deadline:
+                    raise RigError(f"only {self.buses[name].tap_count} of {n} taps connected to bus {name}")
+        for tap_id, plant in [*self.plant.plants.items(), *self.plant.monitors.items()]:
+            while plant.now_us < READY_SIM_S * 1e6:
+                self._check_processes()
+                if time.monotonic() > deadline:
+                    log = self.tap(tap_id).log
+                    raise RigError(f"tap {tap_id} did not run within {self.start_timeout_s:g} s (log: {log})")
+                time.sleep(0.05)
+
+    def _check_processes(self) -> None:
+        for tap_id, code in self.dead_taps().items():
+            log = Path(self.tap(tap_id).log)
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+            raise RigError(f"tap {tap_id} stopped at start (exit {code}): {' '.join(tail) or 'no output'}")
+
+    def _write_rig_file(self) -> None:
+        data = {
+            "site": self.site.name, "pid": os.getpid(), "baud": self.baud, "buses": self.bus_paths,
+            "control": str(self.workdir / CONTROL_SOCKET), "taps": [asdict(t) for t in self.taps],
+            "monitors": [asdict(t) for t in self.monitors],
+        }
+        path = self.workdir / RIG_FILE
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        path.chmod(0o600)  # it holds the taps' keys
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def _stop_processes(self) -> None:
+        """Each firmware ends on its own once its plant hangs up; terminate, then kill, the rest."""
+        try:
+            _wait_all(self._processes.values(), STOP_TIMEOUT_S)
+            for process in self._processes.values():
+                if process.poll() is None:
+                    process.terminate()
+            _wait_all(self._processes.values(), 2.0)
+        finally:
+            for tap_id, process in self._processes.items():
+                if process.poll() is None:
+                    process.kill()
+                self.exit_codes[tap_id] = process.wait()
+
+
+def _wait_all(processes: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _layout(site: Site | RigLayout | tuple[int, int]) -> RigLayout:
+    if isinstance(site, RigLayout):
+        return site
+    if isinstance(site, Site):
+        return RigLayout(site)
+    n_taps, n_sources = site
+    try:
+        return RigLayout(default_site(n_taps, n_sources))
+    except RigPlantError as exc:
+        raise RigError(str(exc)) from None
+
+
+def _unique_id(site_name: str, tap_id: str) -> bytes:
+    """A stable 8-byte unique id per site and tap, so a rig restarted keeps its ids."""
+    return hashlib.sha256(f"{site_name}/{tap_id}".encode()).digest()[:8]
+
+
+def _safe_name(index: int, tap_id: str) -> str:
+    kept = "".join(c if c.isalnum() or c in "-_." else "_" for c in tap_id)[:40]
+    return f"{index + 1:03d}-{kept}"
+
+
+# -- the control socket --------------------------------------------------------------------------
+
+
+class ControlServer:
+    """A Unix socket taking one JSON request per line, answering each with one JSON line;
+    one client at a time (commands are rare and quick)."""
+
+    def __init__(self, path: Path, handle: Callable[[dict[str, Any]], Any]) -> None:
+        self.path = path
+        self._handle = handle
+        self._stop = threading.Event()
+        path.unlink(missing_ok=True)
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._listener.bind(str(path))
+        except OSError as exc:
+            self._listener.close()
+            raise RigError(f"cannot listen on {path}: {exc.strerror} (a shorter --workdir path may help)") from None
+        path.chmod(0o600)
+        self._listener.listen(4)
+        self._listener.settimeout(0.2)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="rig-control", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    connection, _ = self._listener.accept()
+                except TimeoutError:
+                    continue
+                with connection:
+                    self._serve(connection)
+        finally:
+            self._listener.close()
+            self.path.unlink(missing_ok=True)
+
+    def _serve(self, connection: socket.socket) -> None:
+        connection.settimeout(5.0)
+        buffer = b""
+        with contextlib.suppress(OSError):
+            while not self._stop.is_set():
+                chunk = connection.recv(4096)
+                if not chunk:
+                    return
+                buffer += chunk
+                if len(buffer) > _CONTROL_LINE_LIMIT:
+                    return
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    connection.sendall(json.dumps(self._answer(line)).encode() + b"\n")
+
+    def _answer(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise RigError("a request is a JSON object")
+            return {"ok": True, "result": self._handle(request)}
+        except (RigError, ValueError, TypeError) as exc:
+            return {"ok": False, "error": str(exc)}
+
+
+def send_control(workdir: Path, request: dict[str, Any], timeout: float = 10.0) -> Any:
+    """Send one request to the rig running in workdir; its result, or RigError with the
+    rig's one-line reason (or why no rig answered)."""
+    path = Path(workdir) / CONTROL_SOCKET
+    if not path.exists():
+        raise RigError(f"no rig running in {workdir} (no {CONTROL_SOCKET}): start one with `ibt sim`")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            answer = _read_line(sock)
+        except (ConnectionRefusedError, FileNotFoundError):
+            raise RigError(f"no rig running in {workdir} ({CONTROL_SOCKET} is left from a rig that stopped)") from None
+        except OSError as exc:
+            raise RigError(f"the rig in {workdir} did not answer: {exc}") from None
+    if not answer.get("ok"):
+        raise RigError(str(answer.get("error", "the rig refused the request")))
+    return answer.get("result")
+
+
+def _read_line(sock: socket.socket) -> dict[str, Any]:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise OSError("the rig closed the connection")
+        data += chunk
+    answer = json.loads(data)
+    if not isinstance(answer, dict):
+        raise OSError("not an answer")
+    return answer
+
+
+
+# -- running until interrupted (`ibt sim`) -----------------------------------------------------------
+
+
+def default_workdir() -> Path:
+    """Where `ibt sim` and `ibt sim inject` meet when no --workdir is given: one per user."""
+    return Path(tempfile.gettempdir()) / f"ibt-sim-{os.getuid()}"
+
+
+def run_until_stopped(
+    rig: VirtualRig, on_ready: Callable[[VirtualRig], None], on_dead_tap: Callable[[str, int], None]
+) -> None:
+    """Start the rig and its control socket, call on_ready, run until SIGINT or SIGTERM, then
+    stop everything. Call from the main thread. A signal during start-up interrupts it (what
+    had started is stopped); a tap process that ends meanwhile is reported once."""
+    stop = threading.Event()
+    running = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        if not running:
+            raise KeyboardInterrupt  # start() stops what it started
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rig.start()
+        rig.serve_control()
+        running = True
+        on_ready(rig)
+        reported: set[str] = set()
+        while not stop.wait(0.5):
+            for tap_id, code in rig.dead_taps().items():
+                if tap_id not in reported:
+                    reported.add(tap_id)
+                    on_dead_tap(tap_id, code)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the stopping short
+        try:
+            rig.close()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

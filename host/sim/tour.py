@@ -1,0 +1,121 @@
+"""The main job on a virtual site, start to end (`ibt tour`): flash every tap of a site
+file, start them on a virtual rig (the compiled firmware on MicroPython, buses A and B as
+ptys, the plant), commission the site (addresses, limits, alternates, each input's wiring
+proved), read every tap's status over the buses, then lose the source that feeds the most
+racks with the host silent and show what the taps did by themselves: each rack moved to
+its first ranked alternate, the transfer logged with the time its rack went dark. Then
+everything started stops.
+
+It uses the same library calls as `ibt flash`, `ibt sim`, `ibt commission`, `ibt status`
+and `ibt events`; nothing here is specific to a demonstration but the order."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from host.model.site_file import TapRole, load_site_file
+from host.ops import commission, flash, operate
+from host.ops.session import BusPorts, Session
+from host.sim.rig import virtual_rig as rig
+from host.store.inventory import Inventory
+
+DEFAULT_SITE = Path(__file__).resolve().parents[2] / "sites" / "demo.toml"
+TRANSFER_WAIT_S = 20.0  # wall clock for the local transfers: the taps need about a tenth of a second
+METER_SETTLE_S = 1.0  # a meter window is 10 cycles, up to a few hundred ms on a lost input (no crossings)
+
+
+class TourError(RuntimeError):
+    """A step of the tour failed; the message says which and why."""
+
+
+def most_fed(racks_on: dict[str, list[str]]) -> str:
+    """The source that feeds the most racks now (ties: the first in the site file)."""
+    return max(racks_on, key=lambda s: len(racks_on[s]))
+
+
+def tour(site_path: Path, workdir: Path, echo: Callable[[str], None]) -> dict[str, Any]:
+    """Run the tour on `site_path` in `workdir`, reporting each step through `echo`;
+    returns what it found, as plain data. TourError when a step fails."""
+    parsed = load_site_file(site_path)
+    db = workdir / "ibt.db"
+    flashed: dict[str, Path] = {}
+    with Inventory.open(db) as inventory:
+        inventory.import_site(parsed)
+        for tap in parsed.taps:
+            flashed[tap.id] = workdir / "flash" / tap.id
+            flash.flash(inventory, tap.id, sim_dir=flashed[tap.id])
+    echo(f"flashed {len(flashed)} taps of site {parsed.name!r} (a fresh key each, in {db})")
+    layout = dataclasses.replace(rig.load_site_file(site_path), flashed=flashed)
+    with rig.VirtualRig(layout, workdir / "rig") as virtual:
+        paths = virtual.bus_paths
+        echo(f"virtual rig up: bus A {paths['A']}, bus B {paths['B']}, {len(virtual.taps)} rack taps, "
+             f"{len(virtual.monitors)} monitor taps, each a MicroPython process")
+        with Session.open(db, BusPorts(paths["A"], paths["B"], virtual.baud, virtual=True)) as session:
+            return _operate(session, virtual, site_path, [t.id for t in parsed.taps if t.role == TapRole.RACK],
+                            echo)  # fmt: skip
+
+
+def _operate(session: Session, virtual: rig.VirtualRig, site_path: Path, rack_taps: list[str],
+             echo: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+    reports = _identify_new_taps(session, commission.commission_site(session, site_path), echo)
+    for report in reports:
+        echo(f"commission {report.tap}: {'done' if report.ok else 'REFUSED'} ({'; '.join(report.steps)})")
+        for problem in report.problems:
+            echo(f"  {problem}")
+    if not all(r.ok for r in reports):
+        raise TourError("commissioning failed; nothing else is done (see above)")
+    before = operate.status(session, rack_taps)
+    echo("status, read over the buses:\n" + operate.render_status(before))
+    racks_on: dict[str, list[str]] = {}
+    for row in before:
+        racks_on.setdefault(row["active_source"], []).append(row["tap"])
+    lost = most_fed(racks_on)
+    moving = racks_on[lost]
+    operate.events(session, rack_taps)  # read so far: what follows is the loss's
+    echo(f"losing {lost}, which feeds {', '.join(moving)}; the host sends nothing until they have moved")
+    virtual.inject("lose", lost)
+    lost_input = {t: operate.input_of(session.tap(t), lost) for t in moving}
+    deadline = time.monotonic() + TRANSFER_WAIT_S
+    while any(virtual.plant.plants[t].conducting_input() in (0, lost_input[t]) for t in moving):
+        if time.monotonic() > deadline:
+            raise TourError(f"the taps on {lost} did not transfer within {TRANSFER_WAIT_S:.0f} s")
+        time.sleep(0.05)
+    transfers: list[dict[str, Any]] = []
+    while {e["tap"] for e in transfers} != set(moving):  # logged once the new relay has closed and settled
+        if time.monotonic() > deadline:
+            raise TourError(f"the taps on {lost} moved but did not log their transfers within {TRANSFER_WAIT_S:.0f} s")
+        transfers += [e for e in operate.events(session, moving) if e.get("event") == "transfer"]
+    time.sleep(METER_SETTLE_S)  # the meters' windows that still hold samples from before the loss close
+    after = operate.status(session, rack_taps)
+    echo(f"status after the loss of {lost}:\n" + operate.render_status(after))
+    for event in transfers:
+        echo(f"{event['tap']}: transferred by itself to input {event['input']} "
+             f"({operate.source_of(session.tap(event['tap']), event['input']) or '?'}), "
+             f"the rack dark for {event['value']} ms")
+    virtual.inject("restore", lost)
+    echo(f"{lost} restored; the racks stay where they are until the host moves them (ibt switch)")
+    return {"commissioned": [r.as_dict() for r in reports], "before": before, "lost": lost, "after": after,
+            "transfers": transfers}
+
+
+def _identify_new_taps(session: Session, reports: list[commission.CommissionReport],
+                       echo: Callable[[str], None]) -> list[commission.CommissionReport]:  # fmt: skip
+    """A tap the site file gives no unique id (as a real site leaves a new tap's out) is
+    found with DISCOVER (`ibt scan`) and commissioned by the id it reports, when the scan
+    leaves no doubt which tap it is: one such tap and one new tap on its segment."""
+    out = list(reports)
+    for i, report in enumerate(reports):
+        tap = session.tap(report.tap)
+        if report.ok or tap.unique_id is not None:
+            continue
+        new = [f for f in commission.scan_bus(session, tap.bus) if f.tap is None and f.address is None]
+        echo(f"scan of {tap.bus}: {len(new)} new tap(s) without an address"
+             + "".join(f", unique id {f.unique_id} ({f.board}, {f.n_inputs} inputs)" for f in new))
+        if len(new) != 1:
+            continue  # which is which is the operator's call (the label on the board)
+        out[i] = commission.commission_tap(session, report.tap, bytes.fromhex(new[0].unique_id))
+    return out
