@@ -20,8 +20,8 @@ import pytest
 
 from host.bus.link import RedundantLink
 from host.bus.transport import SerialSettings, SerialTransport
-from host.client.tap_client import MemoryKeys, TapClient
-from host.fleet.bus_fleet import BusFleet, FencedOutError
+from host.client.tap_client import FencedOut, MemoryKeys, TapClient
+from host.fleet.bus_fleet import BusFleet
 from host.model.fleet import Alternates, Done, EventKind, Fleet, Refusal, Refused
 from host.model.site import Feed, Rack, Site, Source, SourceKind, Tap
 from host.model.sources import SourceState
@@ -227,8 +227,8 @@ def test_a_controller_of_an_older_epoch_is_fenced_out(bench: Bench) -> None:
     bench.fresh_fleet()
     stale = TapClient(bench.link, bench.keys, epoch=bench.rig.epoch - 1, timeout=TIMEOUT_S)
     fleet = bench.fleet(stale)
-    with pytest.raises(FencedOutError):
+    with pytest.raises(FencedOut):
         fleet.move("rack-1", "ups-a", "ups-b")
     assert fleet.read_telemetry().active_source("rack-1") == "ups-a", "reads still work; nothing moved"
-    with pytest.raises(FencedOutError):
+    with pytest.raises(FencedOut):
         fleet.set_alternates("rack-1", "ups-a", ["ups-b"])

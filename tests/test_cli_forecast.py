@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from host.cli.main import cli, main
+from host.model.errors import EXIT_CONFIGURATION
 from host.reports import forecast as forecast_report
 
 TINY = """
@@ -166,5 +167,5 @@ def test_a_broken_scenario_is_refused_naming_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[scenario]\nstep_s = -60\n")
     result = run("--scenario", str(bad), "--rack", "row-00003")
-    assert result.exit_code != 0
-    assert "scenario.step_s (line 2)" in str(result.exception or result.output)
+    assert result.exit_code == EXIT_CONFIGURATION and isinstance(result.exception, SystemExit)  # no traceback
+    assert "scenario.step_s (line 2)" in result.output

@@ -9,6 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from host.cli.main import cli
+from host.model.errors import EXIT_CONFIGURATION
 
 
 def test_risk_ranks_the_degrading_sources_first() -> None:
@@ -28,5 +29,5 @@ def test_a_broken_scenario_is_refused_naming_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[scenario]\nname = 5\n")
     result = CliRunner().invoke(cli, ["risk", "--scenario", str(bad)])
-    assert result.exit_code != 0
-    assert "scenario.name (line 2): must be a string" in str(result.exception or result.output)
+    assert result.exit_code == EXIT_CONFIGURATION and isinstance(result.exception, SystemExit)  # no traceback
+    assert "scenario.name (line 2): must be a string" in result.output

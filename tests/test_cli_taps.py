@@ -7,14 +7,14 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner, Result
 
+from host.cli.errors import IbtGroup
 from host.cli.taps import COMMANDS
 from tests.test_operate import Bench, commissioned_bench
 
-group = click.Group("ibt", commands={command.name or "": command for command in COMMANDS})
+group = IbtGroup("ibt", commands={command.name or "": command for command in COMMANDS})  # as `ibt` has them
 
 
 @pytest.fixture(scope="module")

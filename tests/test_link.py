@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from host.bus.link import BusState, LinkError, RedundantLink
+from host.bus.link import BusState, NoBusError, RedundantLink
 from host.bus.transport import BusCollision, PortUnavailable, SerialSettings, SerialTransport, TransportError
 from host.wire import framing
 from tests.test_transport import PtyTap, heartbeat, silent
@@ -123,7 +123,7 @@ def test_both_buses_failing_raises_a_clear_error() -> None:
     link, a, b, _ = make_link()
     a.error = PortUnavailable("no such serial port /dev/ttyUSB0: is the adapter plugged in?")
     b.error = PortUnavailable("no such serial port /dev/ttyUSB1: is the adapter plugged in?")
-    with pytest.raises(LinkError, match=r"no bus could send.*ttyUSB0.*ttyUSB1"):
+    with pytest.raises(NoBusError, match=r"no bus could send.*ttyUSB0.*ttyUSB1"):
         link.exchange(REQUEST)
     assert {h["state"] for h in link.health().values()} == {"down"}
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from host.model.arrays import BoolArray, FloatArray, IntArray, frozen
 from host.model.electrical import POWER_FACTOR, line_current_a
+from host.model.errors import ConfigurationError
 from host.model.site import Availability, Priority, Site, SourceKind
 
 # What one move costs in the objective: every move is a supply gap, worst for critical racks.
@@ -26,7 +27,7 @@ SQRT3 = math.sqrt(3.0)
 TOLERANCE_KW = 1e-6  # kW over a limit that still counts as within it
 
 
-class AllocationError(ValueError):
+class AllocationError(ConfigurationError, ValueError):
     """Refused input; `problems` lists every finding, each naming the item and field."""
 
     def __init__(self, problems: Sequence[str]) -> None:

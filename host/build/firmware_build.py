@@ -4,6 +4,7 @@ MicroPython unix port that runs them in tests and benchmarks."""
 
 from __future__ import annotations
 
+from host.model.errors import IbtError
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ ARCH_UNIX_X64 = "x64"  # MicroPython's unix port on this kind of machine
 ARCH_RP2040 = "armv6m"
 
 
-class BuildError(RuntimeError):
+class BuildError(IbtError):
     """mpy-cross refused a module, or a tool is missing."""
 
 

@@ -52,7 +52,7 @@ DEFAULT_DOWN_AFTER = 3  # consecutive failures that take a bus from suspect to d
 DEFAULT_PROBE_INTERVAL_S = 10.0  # a standby failure is known within this, far under HOST_TIMEOUT_S
 
 
-class LinkError(TransportError):
+class NoBusError(TransportError):
     """No bus could carry the request at all (every transport failed; not merely a silent tap)."""
 
 
@@ -131,7 +131,7 @@ class RedundantLink:
     def exchange(self, frame: bytes, timeout: float | None = None) -> bytes | None:
         """Send `frame` on the preferred bus, and the same bytes on the other if it gets no answer.
 
-        Returns the answer's body, or None if every bus stayed silent. Raises `LinkError`
+        Returns the answer's body, or None if every bus stayed silent. Raises `NoBusError`
         if no bus could send at all. `timeout` is per bus: at most one timeout per bus.
         """
         with self._lock:
@@ -153,7 +153,7 @@ class RedundantLink:
             for health in silent:
                 health.silent += 1
             if not silent:
-                raise LinkError("no bus could send the request: " + "; ".join(errors))
+                raise NoBusError("no bus could send the request: " + "; ".join(errors))
             return None
 
     def probe(self, bus_name: str, frame: bytes, timeout: float | None = None) -> bool:

@@ -66,6 +66,7 @@ from typing import Any, Protocol
 import serial  # type: ignore[import-untyped]  # pyserial ships no type information
 import serial.rs485  # type: ignore[import-untyped]
 
+from host.model.errors import LinkError
 from host.wire.framing import StreamDecoder, Verdict, decode_frame
 from protocol import catalog
 
@@ -84,7 +85,7 @@ _WRITE_TIMEOUT_S = 2.0  # a write that cannot drain in this long is a dead port,
 _ACK_NAK = (catalog.T_ACK, catalog.T_NAK)
 
 
-class TransportError(RuntimeError):
+class TransportError(LinkError):
     """A bus could not carry a frame: the caller should try the other bus."""
 
 

@@ -12,15 +12,14 @@ from typing import Any
 import click
 
 from host.cli import taps as cli_taps
-from host.model.site_file import SiteFileError
-from host.ops.flash import FlashError
-from host.ops.session import RIG_FILE, OperatorError
+from host.cli.errors import EXIT_CODES_HELP, IbtGroup, one_line
+from host.model.errors import IbtError
+from host.ops.session import RIG_FILE
 from host.reports import forecast as forecast_report
 from host.reports import plan as plan_report
 from host.reports import risk
 from host.sim import tour as tour_module
 from host.sim.rig import virtual_rig as rig
-from host.sim.site.scenario import ScenarioError
 from host.wire import framing, inspect_frames, messages
 from protocol import catalog
 
@@ -35,12 +34,12 @@ def main() -> None:
     except click.ClickException as exc:
         click.echo(f"ibt: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
-    except (messages.ProtocolError, ScenarioError) as exc:
-        click.echo(f"ibt: {exc}", err=True)
-        sys.exit(1)
+    except IbtError as exc:  # raised outside any command: the same one line
+        click.echo(f"ibt: {one_line(exc)}", err=True)
+        sys.exit(exc.exit_code)
 
 
-@click.group()
+@click.group(cls=IbtGroup, epilog=EXIT_CODES_HELP)
 def cli() -> None:
     """Intelligent Bus Taps: firmware, protocol and host controller for reserve power."""
 
@@ -199,13 +198,10 @@ def forecast_command(scenario_path: Path, rack_id: str | None, source_id: str | 
     """Show a rack's or source's load forecast against the actuals on the site simulator."""
     if (rack_id is None) == (source_id is None):
         raise click.UsageError("give one of --rack ID or --source ID")
-    try:
-        report = forecast_report.forecast_against_actuals(
-            scenario_path, rack=rack_id, source=source_id, days=days, horizon_min=horizon_min)
-        if plot_path is not None:
-            forecast_report.plot(report, plot_path)
-    except forecast_report.ForecastReportError as exc:
-        raise click.ClickException(str(exc)) from None
+    report = forecast_report.forecast_against_actuals(
+        scenario_path, rack=rack_id, source=source_id, days=days, horizon_min=horizon_min)
+    if plot_path is not None:
+        forecast_report.plot(report, plot_path)
     data = report.as_dict() | {"plot": str(plot_path) if plot_path else None}
     _emit(data, as_json, report.as_text() + (f"\nplot: {plot_path}" if plot_path else ""))
 
@@ -222,10 +218,7 @@ def forecast_command(scenario_path: Path, rack_id: str | None, source_id: str | 
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan_command(scenario_path: Path, at_s: float, method: str, budget: int | None, as_json: bool) -> None:
     """Show the allocation plan for the site (moves, utilisation, N-1 coverage) without executing it."""
-    try:
-        report = plan_report.plan_scenario(scenario_path, at_s=at_s, method=method, budget=budget)
-    except plan_report.PlanReportError as exc:
-        raise click.ClickException(str(exc)) from None
+    report = plan_report.plan_scenario(scenario_path, at_s=at_s, method=method, budget=budget)
     click.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.as_text())
 
 
@@ -241,12 +234,9 @@ def tour(site_path: Path, workdir: Path | None, as_json: bool) -> None:
     rig, commission the site (wiring proved), read their status over the buses, lose the
     source that feeds the most racks with the host silent and show the local transfers."""
     echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
-    try:
-        with contextlib.ExitStack() as stack:
-            where = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ibt-tour-")))
-            found = tour_module.tour(site_path, where, echo)
-    except (tour_module.TourError, rig.RigError, OperatorError, FlashError, SiteFileError) as exc:
-        raise click.ClickException(str(exc)) from None
+    with contextlib.ExitStack() as stack:
+        where = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ibt-tour-")))
+        found = tour_module.tour(site_path, where, echo)
     if as_json:
         click.echo(json.dumps(found, indent=2, default=str))
 
@@ -266,13 +256,10 @@ def sim(ctx: click.Context, n_taps: int, n_sources: int, site_path: Path | None,
     """Run a virtual rig: taps on the compiled firmware, buses A and B as ptys, until Ctrl-C."""
     if ctx.invoked_subcommand is not None:
         return
-    try:
-        layout = rig.load_site_file(site_path) if site_path else (n_taps, n_sources)
-        virtual = rig.VirtualRig(layout, workdir, baud)
-        rig.run_until_stopped(virtual, _print_rig, lambda tap, code: click.echo(
-            f"ibt sim: tap {tap} stopped (exit {code}); its log: {virtual.tap(tap).log}", err=True))
-    except rig.RigError as exc:
-        raise click.ClickException(str(exc)) from None
+    layout = rig.load_site_file(site_path) if site_path else (n_taps, n_sources)
+    virtual = rig.VirtualRig(layout, workdir, baud)
+    rig.run_until_stopped(virtual, _print_rig, lambda tap, code: click.echo(
+        f"ibt sim: tap {tap} stopped (exit {code}); its log: {virtual.tap(tap).log}", err=True))
     click.echo("stopped")
 
 
@@ -313,10 +300,7 @@ def sim_inject(kind: str, target: str, workdir: Path, off: bool, impulsive: bool
         params["on"] = False
     if impulsive:
         params["impulsive"] = True
-    try:
-        rig.send_control(workdir, {"command": "inject", "kind": kind, "target": target, "params": params})
-    except rig.RigError as exc:
-        raise click.ClickException(str(exc)) from None
+    rig.send_control(workdir, {"command": "inject", "kind": kind, "target": target, "params": params})
     click.echo(f"injected {kind} on {target}")
 
 
@@ -326,10 +310,7 @@ def sim_inject(kind: str, target: str, workdir: Path, off: bool, impulsive: bool
 @click.option("--json", "as_json", is_flag=True)
 def sim_status(workdir: Path, as_json: bool) -> None:
     """Show the running rig's sources (load, voltage, faults) and taps (which source each draws from)."""
-    try:
-        state = rig.send_control(workdir, {"command": "status"})
-    except rig.RigError as exc:
-        raise click.ClickException(str(exc)) from None
+    state = rig.send_control(workdir, {"command": "status"})
     lines = [f"source {sid}: {s['load_kw']:.2f} of {s['capacity_kw']:g} kW, {s['voltage_v']:.1f} V"
              + (f", {', '.join(s['effects'])}" if s["effects"] else "") for sid, s in state["sources"].items()]
     lines += [f"tap {tid}: input {t['conducting']} ({t['source'] or 'none'}), {t['draw_kw']:.2f} kW, "

@@ -9,16 +9,14 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from host.client.tap_client import TapError, TapTimeout
+from host.model.errors import EXIT_NOT_CONFIRMED
 from host.ops import commission, flash, operate
 from host.ops.session import BusPorts, OperatorError, Session, bus_ports
-from host.store.inventory import InventoryError
 from protocol import catalog
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,23 +45,6 @@ def bus_options(function: F) -> F:
 
 def json_option(function: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(function)
-
-
-def one_line_errors(function: F) -> F:
-    """Every expected failure as one line (ClickException: `ibt: ...`, exit 1)."""
-
-    @wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except (OperatorError, flash.FlashError, InventoryError) as exc:
-            raise click.ClickException(_first_line(exc)) from None
-        except TapTimeout as exc:
-            raise click.ClickException(f"{_first_line(exc)}: is the tap powered and on this bus?") from None
-        except TapError as exc:
-            raise click.ClickException(_first_line(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -111,7 +92,6 @@ def _assignments(values: tuple[str, ...], what: str) -> dict[str, float]:
               help="An already compiled firmware tree (default: compile now).")
 @db_option
 @json_option
-@one_line_errors
 def flash_command(tap: str, port: str | None, sim_dir: Path | None, tree: Path | None, db: Path | None,
                   as_json: bool) -> None:
     """Build TAP's firmware with a fresh key (recorded first) and deploy it, verified by hash."""
@@ -143,7 +123,6 @@ def flash_command(tap: str, port: str | None, sim_dir: Path | None, tree: Path |
 @click.option("--segment", help="The bus segment the ports belong to (default: the inventory's only one).")
 @click.option("--all", "every_tap", is_flag=True, help="Every tap, not only those without an address.")
 @json_option
-@one_line_errors
 def scan_command(db: Path | None, bus_a: str | None, bus_b: str | None, baud: int, rig_dir: Path | None,
                  segment: str | None, every_tap: bool, as_json: bool) -> None:
     """Discover uncommissioned taps on a bus (collisions resolved by splitting the id range)."""
@@ -174,7 +153,6 @@ def _segment(session: Session, segment: str | None) -> str:
               help="Import the site file and commission every tap in it.")
 @bus_options
 @json_option
-@one_line_errors
 def commission_command(tap: str | None, unique_id: str | None, site_path: Path | None, db: Path | None,
                        bus_a: str | None, bus_b: str | None, baud: int, rig_dir: Path | None, as_json: bool) -> None:
     """Assign the address, set limits and alternates, and prove each input's wiring."""
@@ -202,7 +180,8 @@ def commission_command(tap: str | None, unique_id: str | None, site_path: Path |
     _emit([r.as_dict() for r in reports], as_json, "\n".join(lines))
     if not all(r.ok for r in reports):
         failed = [r.tap for r in reports if not r.ok]
-        raise click.ClickException(f"{len(failed)} of {len(reports)} taps not commissioned: {', '.join(failed)}")
+        click.echo(f"ibt: {len(failed)} of {len(reports)} taps not commissioned: {', '.join(failed)}", err=True)
+        sys.exit(EXIT_NOT_CONFIRMED)
 
 
 @click.command("calibrate")
@@ -213,7 +192,6 @@ def commission_command(tap: str | None, unique_id: str | None, site_path: Path |
               help="Forget the points taken so far; without --ref, put every channel back on its nominal scale.")
 @bus_options
 @json_option
-@one_line_errors
 def calibrate_command(tap: str, refs: tuple[str, ...], reset: bool, db: Path | None, bus_a: str | None,
                       bus_b: str | None, baud: int, rig_dir: Path | None, as_json: bool) -> None:
     """Gain and offset per channel against a reference meter's reading, applied at the tap and
@@ -235,7 +213,7 @@ def calibrate_command(tap: str, refs: tuple[str, ...], reset: bool, db: Path | N
         lines.append(line)
     _emit(result, as_json, "\n".join(lines))
     if result["verified"] is False:
-        sys.exit(3)
+        sys.exit(EXIT_NOT_CONFIRMED)
 
 
 # -- reading ----------------------------------------------------------------------------------------------------
@@ -245,7 +223,6 @@ def calibrate_command(tap: str, refs: tuple[str, ...], reset: bool, db: Path | N
 @click.argument("taps", nargs=-1)
 @bus_options
 @json_option
-@one_line_errors
 def status_command(taps: tuple[str, ...], db: Path | None, bus_a: str | None, bus_b: str | None, baud: int,
                    rig_dir: Path | None, as_json: bool) -> None:
     """Active input, relays, protection, alarms and every input's readings."""
@@ -253,7 +230,7 @@ def status_command(taps: tuple[str, ...], db: Path | None, bus_a: str | None, bu
         rows = operate.status(session, taps)
     _emit(rows, as_json, operate.render_status(rows))
     if any(row.get("error") for row in rows):
-        sys.exit(2)
+        sys.exit(EXIT_NOT_CONFIRMED)
 
 
 @click.command("monitor")
@@ -263,7 +240,6 @@ def status_command(taps: tuple[str, ...], db: Path | None, bus_a: str | None, bu
 @click.option("--count", type=click.IntRange(1), default=None, help="Stop after this many reads.")
 @bus_options
 @json_option
-@one_line_errors
 def monitor_command(taps: tuple[str, ...], interval: float, once: bool, count: int | None, db: Path | None,
                     bus_a: str | None, bus_b: str | None, baud: int, rig_dir: Path | None, as_json: bool) -> None:
     """Status, refreshed in place on a terminal (one JSON line per read with --json)."""
@@ -286,7 +262,6 @@ def monitor_command(taps: tuple[str, ...], interval: float, once: bool, count: i
 @click.option("--stored", is_flag=True, help="Every event the inventory holds, without reading the taps.")
 @bus_options
 @json_option
-@one_line_errors
 def events_command(taps: tuple[str, ...], stored: bool, db: Path | None, bus_a: str | None, bus_b: str | None,
                    baud: int, rig_dir: Path | None, as_json: bool) -> None:
     """Read the taps' new events (since the last stored) into the inventory, and print them."""
@@ -307,7 +282,6 @@ def events_command(taps: tuple[str, ...], stored: bool, db: Path | None, bus_a: 
 @click.argument("source")
 @bus_options
 @json_option
-@one_line_errors
 def switch_command(tap: str, source: str, db: Path | None, bus_a: str | None, bus_b: str | None, baud: int,
                    rig_dir: Path | None, as_json: bool) -> None:
     """Move TAP's rack to SOURCE (a source id or input number): checked, signed, verified."""
@@ -317,7 +291,7 @@ def switch_command(tap: str, source: str, db: Path | None, bus_a: str | None, bu
           f": {'verified' if result.verified else 'NOT verified'}; {result.note}"
           + (f"\n  checks: {'; '.join(result.checks)}" if result.checks else ""))
     if not result.verified:
-        sys.exit(3)
+        sys.exit(EXIT_NOT_CONFIRMED)
 
 
 @click.command("limits")
@@ -326,7 +300,6 @@ def switch_command(tap: str, source: str, db: Path | None, bus_a: str | None, bu
               help=f"Change a setting ({', '.join(operate.LIMIT_FIELDS)}); the others stay as in force.")
 @bus_options
 @json_option
-@one_line_errors
 def limits_command(tap: str, changes: tuple[str, ...], db: Path | None, bus_a: str | None, bus_b: str | None,
                    baud: int, rig_dir: Path | None, as_json: bool) -> None:
     """Show (read from the tap; from the command history without a bus) or set protection
@@ -348,7 +321,6 @@ def limits_command(tap: str, changes: tuple[str, ...], db: Path | None, bus_a: s
 @click.argument("takers", nargs=-1)
 @bus_options
 @json_option
-@one_line_errors
 def alternates_command(tap: str, lost: str | None, takers: tuple[str, ...], db: Path | None, bus_a: str | None,
                        bus_b: str | None, baud: int, rig_dir: Path | None, as_json: bool) -> None:
     """Show the failover order (read from the tap; from the command history without a bus),
@@ -374,7 +346,6 @@ def alternates_command(tap: str, lost: str | None, takers: tuple[str, ...], db: 
 @click.option("--png", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE", help="Plot to this PNG.")
 @bus_options
 @json_option
-@one_line_errors
 def capture_command(tap: str, cycles: int, png: Path | None, db: Path | None, bus_a: str | None, bus_b: str | None,
                     baud: int, rig_dir: Path | None, as_json: bool) -> None:
     """Capture waveforms, print the harmonic spectrum, optionally plot it."""

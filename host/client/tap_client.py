@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, overload
 
 from host.bus.transport import TransportError
+from host.model.errors import FencingError, IbtError, LinkError, NoAnswer, OperatorError, RefusalError
 from host.wire import auth, framing, messages
 from host.wire.messages import Frame
 from protocol import catalog
@@ -81,7 +82,7 @@ class TapKeys(Protocol):
     def replace_key(self, address: int, key: bytes) -> None: ...
 
 
-class NoKey(KeyError):
+class NoKey(OperatorError, KeyError):
     """The key store holds no key for that address."""
 
 
@@ -246,7 +247,7 @@ _RESULTS: dict[str, type[Reply]] = {
 }
 
 
-class TapError(Exception):
+class TapError(IbtError):
     """Something went wrong with one request to one tap; `address` and `request` say which."""
 
     def __init__(self, message: str, address: int, request: str) -> None:
@@ -260,7 +261,7 @@ class TapError(Exception):
 FINAL_UNSIGNED_REFUSALS = frozenset({catalog.E_BAD_TAG, catalog.E_AUTH_REQUIRED, catalog.E_BAD_LENGTH})
 
 
-class TapRefused(TapError):
+class TapRefused(TapError, RefusalError):
     """The tap answered NAK. `verified` is False when the refusal of a signed command came
     unsigned: then it does not prove that nothing happened. `retried` is True when the
     refusal answered a resend: a REPLAY then means an earlier copy may have run (the tap
@@ -284,15 +285,15 @@ class TapRefused(TapError):
         return not self.verified or (self.retried and self.code == catalog.E_REPLAY)
 
 
-class FencedOut(TapRefused):
+class FencedOut(TapRefused, FencingError):
     """STALE_EPOCH: another controller owns the site; this client signs nothing more."""
 
 
-class TapTimeout(TapError):
+class TapTimeout(TapError, NoAnswer):
     """No acceptable answer after every attempt; a command's outcome is unknown until STATUS says."""
 
 
-class TapProtocolError(TapError):
+class TapProtocolError(TapError, LinkError):
     """An answer that fits the request but breaks the protocol (wrong layout, wrong ACK)."""
 
 

@@ -66,7 +66,7 @@ PROTECTION_LOCKOUT / DOWNSTREAM_FAULT / INTERNAL -> PROTECTION, BUSY, OUT_OF_RAN
 UNREACHABLE_SOURCE (SWITCH) or BAD_ALTERNATES (SET_ALTERNATES). Silence, an unsigned
 refusal, a REPLAY to a resend, or any other NAK is NO_ANSWER: the outcome is unknown,
 re-read, then retry (compare-and-swap makes that safe). STALE_EPOCH is no refusal of
-one command: another controller owns the site, and `FencedOutError` is raised.
+one command: another controller owns the site, and the client's `FencedOut` is raised.
 
 A SWITCH's ACK means the transfer started; `move` reads STATUS until the target input
 is active (up to `transfer_timeout_s`) before it answers Done, so a telemetry read
@@ -119,7 +119,7 @@ from typing import Protocol
 
 import numpy as np
 
-from host.client.tap_client import FencedOut, Reply, TapClient, TapError, TapRefused
+from host.client.tap_client import FencedOut, Reply, TapClient, TapError, TapRefused, TapTimeout
 from host.model.arrays import frozen
 from host.model.events import EventLog
 from host.model.fleet import (
@@ -128,7 +128,6 @@ from host.model.fleet import (
     Done,
     EventKind,
     EventPage,
-    FleetError,
     FleetTelemetry,
     HealthSignals,
     Refusal,
@@ -158,19 +157,6 @@ _SOURCE_EVENTS = {
     SourceState.EXHAUSTED: EventKind.SOURCE_EXHAUSTED,
 }
 _UNPOWERING_CODES = (catalog.EV_OVERLOAD_TRIP, catalog.EV_LOCKOUT, catalog.EV_DOWNSTREAM_FAULT)
-
-
-class FencedOutError(FleetError):
-    """A tap answered STALE_EPOCH: another controller owns the site. Not a refusal of one
-    command (every further one would be refused too), so it is raised."""
-
-
-class NoAnswerError(FleetError):
-    """A read that needs the tap (`alternates` before any was set) got no answer."""
-
-    def __init__(self, rack_id: str, why: str) -> None:
-        super().__init__(f"the tap of rack {rack_id!r} did not answer: {why}")
-        self.rack_id = rack_id
 
 
 class HasAddress(Protocol):
@@ -363,7 +349,7 @@ class BusFleet:
         except TapError as exc:
             if record is not None:
                 return record  # the last acknowledged: the best there is while the tap is silent
-            raise NoAnswerError(rack_id, str(exc)) from None
+            raise TapTimeout(f"the tap of rack {rack_id!r} did not answer: {exc}", route.address, exc.request) from None
         if record is None:
             return on_tap
         if for_input and on_tap.ranked != record.ranked:  # the tap lost or changed it: the tap is the truth
@@ -405,8 +391,8 @@ class BusFleet:
         target_input = 0 if target is None else route.input_of[target]
         try:
             self._signed(lambda: self._client.switch(route.address, expected_input, target_input))
-        except FencedOut as exc:  # before TapRefused, which it is
-            raise FencedOutError(str(exc)) from None
+        except FencedOut:  # before TapRefused, which it is: not one command refused, all of them
+            raise
         except TapRefused as exc:
             return self._switch_refusal(route, exc)
         except TapError as exc:
@@ -424,15 +410,15 @@ class BusFleet:
         wanted = Alternates(for_source, ranked)
         try:
             before = self.alternates(rack_id)
-        except NoAnswerError as exc:
+        except TapTimeout as exc:
             return Refused(Refusal.NO_ANSWER, str(exc))
         for_input = route.input_of[for_source]
         inputs = [route.input_of[s] for s in ranked]
         self._ensure_cursor(rack_id)
         try:
             self._signed(lambda: self._client.set_alternates(route.address, for_input, inputs))
-        except FencedOut as exc:  # before TapRefused, which it is
-            raise FencedOutError(str(exc)) from None
+        except FencedOut:  # before TapRefused, which it is: not one command refused, all of them
+            raise
         except TapRefused as exc:
             if exc.outcome_unknown or exc.code not in (catalog.E_OUT_OF_RANGE, catalog.E_BUSY):
                 self._forget_alternates(route)
@@ -616,8 +602,8 @@ class BusFleet:
         for k in sorted(pending):
             try:
                 self._signed(partial(self._client.set_alternates, route.address, k, ()))
-            except FencedOut as exc:
-                raise FencedOutError(str(exc)) from None
+            except FencedOut:
+                raise
             except TapError:
                 continue
             pending.discard(k)

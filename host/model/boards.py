@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from host.model.errors import ConfigurationError
+
 BOARDS_DIR = Path(__file__).resolve().parents[2] / "boards"
 RIDE_THROUGH_MS = 20.0  # ITIC/CBEMA: IT power supplies ride through about 20 ms at zero volts
 TARGET_MS = 12.0  # the best relay-based rack transfer switch (APC AP44xx)
@@ -26,8 +28,10 @@ ADC_MAX = 8191
 SUPPRESSION = {"none": 1.0, "diode_zener": 1.0, "tvs": 1.0, "driver": 1.0, "diode": DIODE_RELEASE_FACTOR}
 
 
-class BoardError(ValueError):
+class BoardError(ConfigurationError, ValueError):
     """A description the build refuses; `problems` lists every finding with its field."""
+
+    cause = "the board description in boards/"
 
     def __init__(self, path: Path, problems: list[str]) -> None:
         super().__init__(f"{path.name}: " + "; ".join(problems))

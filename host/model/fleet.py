@@ -31,11 +31,12 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from host.model.arrays import BoolArray, FloatArray, IntArray
+from host.model.errors import OperatorError
 from host.model.site import Site, SourceKind
 from host.model.sources import Alarm, HealthStatus, ReserveCapacity, SourceState
 
 
-class FleetError(Exception):
+class FleetError(OperatorError):
     """Base of the fleet's exceptions."""
 
 

@@ -16,6 +16,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
+from host.model.errors import ConfigurationError
 from host.model.overload import CURVES
 
 MIN_INPUTS = 2
@@ -41,7 +42,7 @@ class Availability(StrEnum):
     MAINTENANCE = "maintenance"
 
 
-class SiteError(ValueError):
+class SiteError(ConfigurationError, ValueError):
     """A site model refused; `problems` lists every finding, each naming item and field."""
 
     def __init__(self, problems: Iterable[str]) -> None:

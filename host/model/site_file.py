@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from host.model import boards
+from host.model.errors import ConfigurationError
 from host.model.site import MAX_INPUTS, MIN_INPUTS, Feed, Priority, Rack, Site, SiteError, Source, SourceKind, Tap
 from host.model.toml_fields import REQUIRED, FieldReader
 from host.model.toml_lines import key_lines, line_of
@@ -51,8 +52,10 @@ class TapRole(StrEnum):
     MONITOR = "monitor"  # fitted to one source, measures it; feeds no rack
 
 
-class SiteFileError(ValueError):
+class SiteFileError(ConfigurationError, ValueError):
     """A site file refused; `problems` lists every finding as `file:line: path: message`."""
+
+    cause = "the site file: docs/site_file.md says what it holds"
 
     def __init__(self, problems: Iterable[str]) -> None:
         self.problems = tuple(problems)

@@ -36,6 +36,7 @@ from typing import Protocol
 
 from host.build import firmware_build
 from host.model import boards
+from host.model.errors import OperatorError
 from host.ops import flash_records
 from host.store.inventory import Inventory, TapInfo
 from protocol import catalog
@@ -49,7 +50,7 @@ _ARCH_BY_MCU = {"rp2040": firmware_build.ARCH_RP2040}
 Progress = Callable[[int, int, str], None]  # (files done, files in all, the file just written)
 
 
-class FlashError(RuntimeError):
+class FlashError(OperatorError):
     """The image could not be built, written or verified; one line with the cause."""
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from host.bus.link import RedundantLink
 from host.bus.transport import SerialSettings, SerialTransport, TransportError
 from host.client.tap_client import FencedOut, NoKey, Reply, TapClient, TapRefused, TapTimeout
+from host.model.errors import FencingError, OperatorError
 from host.store.inventory import CommandState, Inventory, InventoryError, TapInfo, UnknownTap
 from protocol import catalog
 
@@ -33,10 +34,6 @@ DEFAULT_DB = "ibt.db"
 FIRST_EPOCH = 1  # a controller's first epoch: above the 0 of a freshly flashed tap
 RIG_FILE = "rig.json"  # where a virtual rig (host/sim/rig) publishes its buses for `--rig DIR`
 RIG_TIMEOUT_S = 1.0  # per exchange on a virtual rig: its taps run slowly on a loaded machine
-
-
-class OperatorError(RuntimeError):
-    """A command cannot go on; the message is one line with the likely cause (nothing was switched)."""
 
 
 def db_path(option: str | Path | None) -> Path:
@@ -227,7 +224,7 @@ class Session:
         a tap ahead of us belongs to another controller, and is left alone."""
         client = self.client(tap.bus)
         if tap_epoch > client.epoch:
-            raise OperatorError(f"tap {tap.id} is in epoch {tap_epoch}, above this controller's {client.epoch}: "
+            raise FencingError(f"tap {tap.id} is in epoch {tap_epoch}, above this controller's {client.epoch}: "
                                 "another controller owns it (SPEC.md, \"Controller epoch\"); nothing was sent")
         if tap_epoch < client.epoch:
             self.command(tap, "RAISE_EPOCH", {"new_epoch": client.epoch}, lambda: client.raise_epoch(_address(tap)))
@@ -243,7 +240,7 @@ class Session:
             state = CommandState.UNKNOWN if exc.outcome_unknown else CommandState.REFUSED
             self.inventory.update_command(command_id, state, exc.text)
             if isinstance(exc, FencedOut):
-                raise OperatorError(f"tap {tap.id}: {exc.text}: another controller owns the site; "
+                raise FencingError(f"tap {tap.id}: {exc.text}: another controller owns the site; "
                                     "this one sends nothing more") from None
             raise
         except TapTimeout as exc:

@@ -31,6 +31,7 @@ from typing import Literal
 import numpy as np
 
 from host.model.arrays import BoolArray, FloatArray
+from host.model.errors import ConfigurationError
 from host.model.sources import SourceState
 from host.predict.forecast import DAY_S, Forecast, ForecastConfig, LoadForecaster, ScheduledLoad
 from host.sim.site.scenario import Scenario, load_scenario
@@ -49,7 +50,7 @@ IDS_LISTED = 4
 Kind = Literal["rack", "source"]
 
 
-class ForecastReportError(ValueError):
+class ForecastReportError(ConfigurationError, ValueError):
     """A forecast that cannot be made as asked; the message says why and what would do."""
 
 

@@ -24,6 +24,7 @@ from host.allocate.milp import lp_bound, shortfall_bound, solve_milp
 from host.allocate.plan import Plan, make_plan
 from host.allocate.plan_inputs import PlanInputs
 from host.allocate.problem import AllocationError, Policy, Problem
+from host.model.errors import ConfigurationError
 from host.model.site import SourceKind
 from host.sim.site.observe import observe_scenario
 from host.sim.site.scenario import ScenarioError, load_scenario
@@ -39,7 +40,7 @@ METHODS = ("auto", "exact", "heuristic")
 TIME_LIMIT_S = 30.0
 
 
-class PlanReportError(ValueError):
+class PlanReportError(ConfigurationError, ValueError):
     """A plan that cannot be made: a scenario refused, a bad time or method."""
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from host.model.errors import IbtError
 from host.model.site_file import TapRole, load_site_file
 from host.ops import commission, flash, operate
 from host.ops.session import BusPorts, Session
@@ -28,7 +29,7 @@ TRANSFER_WAIT_S = 20.0  # wall clock for the local transfers: the taps need abou
 METER_SETTLE_S = 1.0  # a meter window is 10 cycles, up to a few hundred ms on a lost input (no crossings)
 
 
-class TourError(RuntimeError):
+class TourError(IbtError):
     """A step of the tour failed; the message says which and why."""
 
 

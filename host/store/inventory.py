@@ -33,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+from host.model.errors import OperatorError
 from host.model.site_file import SiteFile, TapRecord, TapRole
 from protocol import catalog
 
@@ -126,7 +127,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class InventoryError(RuntimeError):
+class InventoryError(OperatorError):
     """The inventory refused an operation; the message says what to do instead."""
 
 

@@ -13,6 +13,7 @@ from collections import Counter
 import crcmod.predefined
 from cobs import cobs
 
+from host.model.errors import LinkError
 from protocol import catalog
 
 _crc32 = crcmod.predefined.mkCrcFun("crc-32")  # same values as binascii.crc32
@@ -30,7 +31,7 @@ class Verdict(enum.Enum):
     OVERSIZE = "oversize"
 
 
-class FramingError(ValueError):
+class FramingError(LinkError, ValueError):
     """A body that cannot be framed (too short or too long)."""
 
 

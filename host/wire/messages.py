@@ -10,6 +10,7 @@ import struct
 from dataclasses import dataclass, replace
 from typing import Any
 
+from host.model.errors import LinkError
 from host.wire import auth
 from protocol import catalog, layout
 
@@ -21,7 +22,7 @@ _HEADER = struct.Struct(catalog.HEADER_FMT)
 _TRAILER = struct.Struct(catalog.AUTH_FMT)
 
 
-class ProtocolError(ValueError):
+class ProtocolError(LinkError, ValueError):
     """A body that is not a well-formed v1 frame, or fields that do not fit a layout.
 
     `code` is the catalogue error code a tap would refuse the same frame with.

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from host.model.errors import ConfigurationError
 from host.sim.rig.plant import SourceLike
 
 TAP_CHANNELS = ("v1", "v2", "v3", "v4", "i")
 
 
-class RecordingError(ValueError):
+class RecordingError(ConfigurationError, ValueError):
     """A recording that cannot be played: the message names the file, line or channel."""
 
 

@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from host.model.errors import ConfigurationError
 from host.model.site import Feed, Rack, Site, Source, SourceKind, Tap
 from host.sim.rig.plant import DcBus, Load, Plant, RelaySpec, Vibration
 from host.sim.site.health import BASELINES, RIPPLE, TEMPERATURE, VIBRATION
@@ -89,7 +90,7 @@ MAX_VIBRATION_MG = 2000.0  # RMS: tone, noise and impacts stay inside the accele
 MAX_RIPPLE_FRACTION = 0.25  # of the DC bus: its peaks stay inside the divider's range
 
 
-class RigPlantError(ValueError):
+class RigPlantError(ConfigurationError, ValueError):
     """A fault named a source or rack the rig does not have, or a value out of range."""
 
 

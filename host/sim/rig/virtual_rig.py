@@ -50,6 +50,7 @@ from typing import IO, Any
 
 from host.build import firmware_build
 from host.model import boards
+from host.model.errors import IbtError
 from host.model.site import Site
 from host.ops import flash_records
 from host.ops.session import RIG_FILE
@@ -99,7 +100,7 @@ MONITOR_BOARD: dict[str, Any] = {
 }
 
 
-class RigError(RuntimeError):
+class RigError(IbtError):
     """The rig cannot do what was asked; the message is one line with the likely cause."""
 
 

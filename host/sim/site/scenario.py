@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from host.model.arrays import IntArray
+from host.model.errors import ConfigurationError
 from host.model.site import MAX_INPUTS, MIN_INPUTS, Priority, Site, SiteError, Source, SourceKind
 from host.model.toml_fields import REQUIRED, FieldReader
 from host.model.toml_lines import key_lines
@@ -31,8 +32,10 @@ SECTIONS = {"scenario", "loads", "sources", "racks", "events", "jobs", "conditio
 SELECTOR = {"priority", "group", "share"}
 
 
-class ScenarioError(ValueError):
+class ScenarioError(ConfigurationError, ValueError):
     """A scenario refused; `problems` lists every finding with its field path and line."""
+
+    cause = "the scenario file: docs/scenarios.md says what it holds"
 
     def __init__(self, name: str, problems: list[str]) -> None:
         self.problems = tuple(problems)
