@@ -170,6 +170,12 @@ class Tap:
         defaults = _defaults(board)
         self.config = store.Record(flash_dir, "config.json", defaults)
         self.key = store.Record(flash_dir, "key.json", {"key": ""})
+        # this boot's number (STATUS boot_count): the event log restarts at 0 on every boot, so
+        # a host keys events by (boot, index). A record of its own, so that writing it once per
+        # boot never rewrites the configuration (or hides that its limits were defaulted).
+        self.boots = store.Record(flash_dir, "boot.json", {"boot_count": 0})
+        self.boots.data["boot_count"] = (self.boots.data["boot_count"] + 1) & 0x3FFFFFFF
+        self.boots.save()
         self.alarms = 0
         # limits the host did not set: the record was lost, or (below) kept from another
         # board or an older firmware that this board cannot honour; until the next SET_LIMITS
@@ -603,7 +609,7 @@ class Tap:
             "alarms": self.alarms, "epoch": self.guard.epoch, "auth_counter": self.guard.counter,
             "event_head": self.events.head, "config_crc": self._config_crc(), "alternates_for": active,
             "alternate_1": row[0], "alternate_2": row[1], "alternate_3": row[2],
-            "host_silent_s": min(silent, 0xFFFF)})
+            "host_silent_s": min(silent, 0xFFFF), "boot_count": self.boots.data["boot_count"]})
 
     def _switch(self, f, now):
         expected = f["expected_input"]

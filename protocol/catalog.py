@@ -304,6 +304,7 @@ MESSAGES = (
         ("alternate_2", "B", "index"),
         ("alternate_3", "B", "index"),
         ("host_silent_s", "H", "s"),
+        ("boot_count", "I", "count"),  # minor 3: boots since flashing, persisted; names the event log's boot
     )),
     (0x22, "READ_SETTINGS", False, UNICAST, _NONE, _SETTINGS),
     (0x23, "READ_ALTERNATES", False, UNICAST, (

@@ -196,6 +196,7 @@ def good_vectors() -> list[dict[str, Any]]:
                     "alternate_2": 3,
                     "alternate_3": 0,
                     "host_silent_s": 2,
+                    "boot_count": 3,
                 },
             ),
         )

@@ -135,10 +135,17 @@ def test_a_version_1_file_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
         for statement in module.MIGRATIONS[0]:
             db.execute(statement)
         db.execute("INSERT INTO sources VALUES ('ups-1', 'ups', 100, NULL, 0)")
+        db.execute("INSERT INTO taps (id, bus, board, role, monitored_source) "
+                   "VALUES ('mon-1', 'seg-1', 'sim', 'monitor', 'ups-1')")
+        db.execute("INSERT INTO events VALUES ('mon-1', 4, 900, 1.0, 2, '{}')")
         db.execute("PRAGMA user_version = 1")
     with Inventory.open(old) as inv:
-        assert inv.schema_version == SCHEMA_VERSION == 2
+        assert inv.schema_version == SCHEMA_VERSION == 3
         assert [s["id"] for s in inv.sources()] == ["ups-1"]
+        # v3 keys events by boot: the old ones are the first boot, and reading resumes after them
+        assert [(e.boot, e.seq) for e in inv.events("mon-1")] == [(1, 4)]
+        cursor = inv.event_cursor("mon-1")
+        assert cursor is not None and (cursor.boot, cursor.next_seq) == (1, 5)
         inv.set_controller_value("epoch", 3)
         assert inv.controller_value("epoch") == 3
 

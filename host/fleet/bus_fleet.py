@@ -138,10 +138,11 @@ from host.model.fleet import (
 )
 from host.model.site import Availability, Site
 from host.model.sources import Alarm, SourceAdapter, SourceState
+from host.ops import events as tap_events
+from host.store.inventory import EventCursor
 from host.wire import framing, messages
 from protocol import catalog
 
-READ_EVENTS_MAX = 30  # what fits in one READ_EVENTS answer (SPEC.md)
 MAX_ALTERNATES = 3  # SET_ALTERNATES carries three
 DEFAULT_TRANSFER_TIMEOUT_S = 5.0  # a planned transfer waits up to the tap's phase_wait_ms (2 s), then breaks and makes
 DEFAULT_SOURCES_MAX_AGE_S = 1.0  # `read_sources` reuses a sweep this young: one poll period
@@ -184,7 +185,7 @@ class _Route:
 class _Harvest:
     """Where this fleet is in one tap's event log."""
 
-    cursor: int | None = None  # the tap's index of the next event to collect; None: not yet contacted
+    cursor: EventCursor | None = None  # where the next events are; None: not yet contacted
     confirmed_moves: int = 0  # moves confirmed by STATUS whose EV_COMMAND is yet to be collected
 
 
@@ -626,8 +627,18 @@ class BusFleet:
             reply = self._client.read_events(self._routes[rack_id].address, 0, 0)
         except TapError:
             return False
-        harvest.cursor = int(reply.fields["head"])
+        harvest.cursor = EventCursor(next_seq=int(reply.fields["head"]))  # what happens from now on
+        try:
+            harvest.cursor.boot = self._boot_count(self._routes[rack_id].address) or 1
+        except TapError:
+            harvest.cursor = None
+            return False
         return True
+
+    def _boot_count(self, address: int) -> int | None:
+        """The tap's boot count (STATUS, protocol minor 3), which names its event log's boot."""
+        boot_count = self._client.status(address).fields.get("boot_count")
+        return None if boot_count is None else int(boot_count)
 
     def _collect(self, rack_id: str) -> None:
         """Everything the tap logged since the cursor, into the host log."""
@@ -635,25 +646,17 @@ class BusFleet:
             return
         harvest = self._harvest[rack_id]
         route = self._routes[rack_id]
-        while True:
-            assert harvest.cursor is not None
-            try:
-                reply = self._client.read_events(route.address, harvest.cursor, READ_EVENTS_MAX)
-            except TapError:
-                return  # collected at a later call
-            first, head = int(reply.fields["first"]), int(reply.fields["head"])
-            if head < harvest.cursor:  # the tap rebooted: a new log from 0
-                harvest.cursor = 0
-                harvest.confirmed_moves = 0
-                continue
-            if first > harvest.cursor:
-                self.lost_events[rack_id] += first - harvest.cursor
-            events = list(reply.fields["events"])
-            for event in events:
-                self._translate(route, harvest, event)
-            harvest.cursor = first + len(events)
-            if not events or harvest.cursor >= head:
-                return
+        assert harvest.cursor is not None
+        try:
+            batch = tap_events.read_new(partial(self._client.read_events, route.address), harvest.cursor,
+                                        self._boot_count(route.address))
+        except TapError:
+            return  # collected at a later call
+        if batch.rebooted:
+            harvest.confirmed_moves = 0  # their EV_COMMANDs went with the old boot's log
+        self.lost_events[rack_id] += batch.lost
+        for event in batch.events:
+            self._translate(route, harvest, {"code": event.code, **event.data})
 
     def _translate(self, route: _Route, harvest: _Harvest, event: Mapping[str, int]) -> None:
         code, k = int(event["code"]), int(event["input"])

@@ -43,8 +43,9 @@ import numpy as np
 from host.client.tap_client import Reply, Settings, TapClient, TapRefused, TapTimeout, Telemetry
 from host.model import boards
 from host.model.site_file import TapRole
+from host.ops import events as tap_events
 from host.ops.session import OperatorError, Session, tap_address
-from host.store.inventory import CommandState, TapEvent, TapInfo
+from host.store.inventory import CommandState, EventCursor, TapInfo
 from protocol import catalog
 
 T = TypeVar("T")
@@ -191,33 +192,25 @@ def monitor(session: Session, tap_refs: Sequence[str], emit: Callable[[list[dict
 
 
 def fetch_events(session: Session, tap: TapInfo) -> list[dict[str, Any]]:
-    """READ_EVENTS from after the last event stored, until the tap's head; store them and
-    return the new ones. Events the tap overwrote before we read them are counted as lost."""
+    """Every event the tap logged since the last read, right across its reboots
+    (host/ops/events.py); stored with where the read ended, and returned. Events the tap
+    overwrote before we read them are counted as lost."""
     client = session.client(tap.bus)
     address = address_of(tap)
-    last = session.inventory.last_event_seq(tap.id)
-    since = 0 if last is None else last + 1
-    new: list[TapEvent] = []
-    lost = 0
-    while True:
-        reply = patiently(functools.partial(client.read_events, address, since, 30))
-        lost += max(0, reply["first"] - since)
-        batch = [TapEvent(reply["first"] + n, e["time_ms"], e["code"], {"input": e["input"], "value": e["value"]})
-                 for n, e in enumerate(reply["events"])]
-        new += batch
-        since = reply["first"] + len(batch)
-        if not batch or since >= reply["head"]:
-            break
-    session.inventory.add_events(tap.id, new)
-    rows = [_event_row(tap.id, e.seq, e.time_ms, e.code, e.data) for e in new]
-    if lost:
-        rows.insert(0, {"tap": tap.id, "seq": None, "event": f"{lost} events overwritten before they were read"})
+    boot_count = patiently(lambda: client.status(address)).fields.get("boot_count")
+    cursor = session.inventory.event_cursor(tap.id) or EventCursor(boot=boot_count or 1)
+    batch = tap_events.read_new(lambda since, count: patiently(functools.partial(client.read_events, address, since,
+                                                                                  count)), cursor, boot_count)
+    session.inventory.add_events(tap.id, batch.events, cursor)
+    rows = [_event_row(tap.id, e.seq, e.time_ms, e.code, e.data, e.boot) for e in batch.events]
+    if batch.lost:
+        rows.insert(0, {"tap": tap.id, "seq": None, "event": f"{batch.lost} events overwritten before they were read"})
     return rows
 
 
-def _event_row(tap: str, seq: int, time_ms: int, code: int, data: dict[str, Any]) -> dict[str, Any]:
-    return {"tap": tap, "seq": seq, "time_ms": time_ms, "code": code, "event": EVENT_NAMES.get(code, str(code)),
-            "input": data.get("input"), "value": data.get("value")}
+def _event_row(tap: str, seq: int, time_ms: int, code: int, data: dict[str, Any], boot: int) -> dict[str, Any]:
+    return {"tap": tap, "boot": boot, "seq": seq, "time_ms": time_ms, "code": code,
+            "event": EVENT_NAMES.get(code, str(code)), "input": data.get("input"), "value": data.get("value")}
 
 
 def events(session: Session, tap_refs: Sequence[str] = (), *, stored: bool = False) -> list[dict[str, Any]]:
@@ -228,7 +221,8 @@ def events(session: Session, tap_refs: Sequence[str] = (), *, stored: bool = Fal
     rows: list[dict[str, Any]] = []
     for tap in taps:
         if stored:
-            rows += [_event_row(r.tap, r.seq, r.time_ms, r.code, r.data) for r in session.inventory.events(tap.id)]
+            rows += [_event_row(r.tap, r.seq, r.time_ms, r.code, r.data, r.boot)
+                     for r in session.inventory.events(tap.id)]
         else:
             rows += fetch_events(session, tap)
     return rows

@@ -123,6 +123,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             value TEXT NOT NULL  -- JSON
         )""",
     ),
+    (  # v3: events keyed by boot, since a tap's indices start again at 0 after each (host/ops/events.py)
+        """CREATE TABLE events_by_boot (
+            tap TEXT NOT NULL REFERENCES taps (id),
+            boot INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            tap_time_ms INTEGER NOT NULL,
+            received_at REAL NOT NULL,
+            code INTEGER NOT NULL,
+            data TEXT NOT NULL,
+            PRIMARY KEY (tap, boot, seq)
+        )""",
+        "INSERT INTO events_by_boot SELECT tap, 1, seq, tap_time_ms, received_at, code, data FROM events",
+        "DROP TABLE events",
+        "ALTER TABLE events_by_boot RENAME TO events",
+        "CREATE INDEX events_received ON events (received_at)",
+        """CREATE TABLE event_cursors (
+            tap TEXT PRIMARY KEY REFERENCES taps (id),
+            boot INTEGER NOT NULL,
+            next_seq INTEGER NOT NULL
+        )""",
+        "INSERT INTO event_cursors SELECT tap, 1, max(seq) + 1 FROM events GROUP BY tap",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -190,13 +212,15 @@ class TapInfo:
 
 @dataclass(frozen=True)
 class TapEvent:
-    """An event as read from a tap (READ_EVENTS): `seq` is its index in the tap's log,
-    which makes reading the same event twice harmless."""
+    """An event as read from a tap (READ_EVENTS): `seq` is its index in the tap's log of
+    boot `boot` (the host's count of the tap's boots), which makes reading the same event
+    twice harmless."""
 
     seq: int
-    time_ms: int  # the tap's clock
+    time_ms: int  # the tap's clock, since that boot
     code: int
     data: dict[str, Any]
+    boot: int = 1  # the tap's boot_count (STATUS) when it logged the event
 
 
 @dataclass(frozen=True)
@@ -207,6 +231,15 @@ class EventRecord:
     received_at: float  # host time, seconds since the epoch
     code: int
     data: dict[str, Any]
+    boot: int = 1
+
+
+@dataclass
+class EventCursor:
+    """Where a reader is in one tap's event log (host/ops/events.py)."""
+
+    boot: int = 1  # the tap's boot_count (STATUS) of the boot being read
+    next_seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -588,18 +621,31 @@ class Inventory:
 
     # -- events --------------------------------------------------------------------------------
 
-    def add_events(self, tap: TapRef, events: Iterable[TapEvent]) -> int:
-        """Store events read from a tap; ones already stored (same seq) are skipped, so
-        reading overlapping ranges is harmless. Returns how many were new."""
+    def add_events(self, tap: TapRef, events: Iterable[TapEvent], cursor: EventCursor | None = None) -> int:
+        """Store events read from a tap; ones already stored (same boot and seq) are skipped,
+        so reading overlapping ranges is harmless. With `cursor`, where the reader now is, in
+        the same transaction. Returns how many were new."""
         tap_id = self._tap_id(tap)
         now = self._clock()
         with self.transaction():
             before = self._db.total_changes
             self._db.executemany(
-                "INSERT OR IGNORE INTO events (tap, seq, tap_time_ms, received_at, code, data) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(tap_id, e.seq, e.time_ms, now, e.code, _dump(e.data)) for e in events])
-            return self._db.total_changes - before
+                "INSERT OR IGNORE INTO events (tap, boot, seq, tap_time_ms, received_at, code, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(tap_id, e.boot, e.seq, e.time_ms, now, e.code, _dump(e.data)) for e in events])
+            added = self._db.total_changes - before
+            if cursor is not None:
+                self._db.execute(
+                    "INSERT INTO event_cursors (tap, boot, next_seq) VALUES (?, ?, ?) "
+                    "ON CONFLICT (tap) DO UPDATE SET boot = excluded.boot, next_seq = excluded.next_seq",
+                    (tap_id, cursor.boot, cursor.next_seq))
+            return added
+
+    def event_cursor(self, tap: TapRef) -> EventCursor | None:
+        """Where the last read of the tap's log ended; None if it was never read."""
+        row = self._db.execute("SELECT boot, next_seq FROM event_cursors WHERE tap = ?",
+                               (self._tap_id(tap),)).fetchone()
+        return None if row is None else EventCursor(int(row[0]), int(row[1]))
 
     def events(self, tap: TapRef | None = None, since: float | None = None) -> list[EventRecord]:
         """Events by tap and sequence, optionally only those received at or after `since`."""
@@ -613,13 +659,15 @@ class Inventory:
             params.append(since)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._db.execute(
-            f"SELECT tap, seq, tap_time_ms, received_at, code, data FROM events{where} ORDER BY received_at, tap, seq",
-            params)
-        return [EventRecord(r[0], r[1], r[2], r[3], r[4], _load(r[5])) for r in rows]
+            f"SELECT tap, seq, tap_time_ms, received_at, code, data, boot FROM events{where} "
+            "ORDER BY received_at, tap, boot, seq", params)
+        return [EventRecord(r[0], r[1], r[2], r[3], r[4], _load(r[5]), r[6]) for r in rows]
 
     def last_event_seq(self, tap: TapRef) -> int | None:
-        """The highest event seq stored for the tap: where the next READ_EVENTS starts."""
-        row = self._db.execute("SELECT max(seq) FROM events WHERE tap = ?", (self._tap_id(tap),)).fetchone()
+        """The highest event seq stored for the tap in its latest boot."""
+        row = self._db.execute("SELECT max(seq) FROM events WHERE tap = ? AND boot = "
+                               "(SELECT max(boot) FROM events WHERE tap = ?)",
+                               (self._tap_id(tap), self._tap_id(tap))).fetchone()
         return None if row[0] is None else int(row[0])
 
     # -- the controller's own values -----------------------------------------------------------
