@@ -188,3 +188,15 @@ def test_the_heuristic_says_its_shortfall_is_not_the_least_and_bounds_the_least(
     assert exact["shortfall_bound_kw"] is None
     assert exact["shortfall_kw"] >= data["shortfall_bound_kw"] - 1e-6  # the bound holds for the exact plan too
     assert f"least load to shed or cap: {exact['shortfall_kw']:.1f} kW" in exact["explanation"]
+
+
+def test_the_readmes_hall_week_example_the_ups_failing_on_day_5_is_at_risk_and_emptied() -> None:
+    # README, `ibt plan`: on hall_week at 410000 s (day 4.7) ups-3, whose thermal drift fails it
+    # on day 5, is at risk 0.72 and the plan empties it; no other source is near its alarm
+    hall_week = Path(__file__).resolve().parent.parent / "scenarios" / "hall_week.toml"
+    report = _plan("--scenario", str(hall_week), "--at-s", "410000")
+    risk = report["risk"]
+    assert risk["ups-3"] == pytest.approx(0.72, abs=0.01)
+    assert max(p for source, p in risk.items() if source != "ups-3") < 0.05
+    assert report["util_before"]["ups-3"] > 0 and report["util_after"]["ups-3"] == 0
+    assert not any(move["to"] == "ups-3" for move in report["moves"])

@@ -31,3 +31,9 @@ def test_a_broken_scenario_is_refused_naming_the_field(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["risk", "--scenario", str(bad)])
     assert result.exit_code == EXIT_CONFIGURATION and isinstance(result.exception, SystemExit)  # no traceback
     assert "scenario.name (line 2): must be a string" in result.output
+
+
+def test_days_past_the_end_of_the_scenario_are_refused() -> None:
+    result = CliRunner().invoke(cli, ["risk", "--days", "60"])
+    assert result.exit_code == EXIT_CONFIGURATION and isinstance(result.exception, SystemExit)
+    assert "--days 60 runs past the end of scenario" in result.output and "lasts" in result.output

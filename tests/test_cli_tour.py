@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 from host.build.firmware_build import ROOT
+from host.model import boards
 
 TIMEOUT_S = 300.0  # wall clock for the whole tour on a loaded machine; it takes about 40 s
 
 
-def test_the_tour_commissions_the_demo_site_and_its_taps_ride_through_a_source_loss(tmp_path: Path) -> None:
+def test_the_tour_commissions_the_demo_site_and_its_taps_transfer_within_their_boards_budget(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "host.cli.main", "tour", "--json", "--workdir", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -30,7 +31,14 @@ def test_the_tour_commissions_the_demo_site_and_its_taps_ride_through_a_source_l
     # each moved to its first ranked alternate (sites/demo.toml; tap-r4 on its board's default),
     # tap-r3 on gen-1 was not disturbed
     assert after == {"tap-r1": "bat-1", "tap-r2": "gen-1", "tap-r3": "gen-1", "tap-r4": "bat-1"}
-    dark = {e["tap"]: e["value"] for e in found["transfers"]}
-    assert set(dark) == {"tap-r1", "tap-r2", "tap-r4"} and all(0 < ms < 100 for ms in dark.values()), dark
+    dark = {e["tap"]: e for e in found["transfers"]}
+    assert set(dark) == {"tap-r1", "tap-r2", "tap-r4"}
+    # what the board promises: its relays' worst case from datasheet maxima (the sim board's
+    # relays cannot meet the 20 ms IT supplies ride through, and the tour says so)
+    budget_ms = boards.by_name("sim").transfer_ms
+    for tap, event in dark.items():
+        assert 0 < event["dark_ms"] <= budget_ms and event["budget_ms"] == round(budget_ms, 1), (tap, event)
+        assert event["over_ride_through"] == (event["dark_ms"] > boards.RIDE_THROUGH_MS)
+        assert f"the rack dark for {event['dark_ms']} ms: " in done.stderr
     lost_inputs = [i for row in found["after"] for i in row["inputs"] if i["source"] == "ups-1"]
     assert lost_inputs and not any(i["present"] for i in lost_inputs)

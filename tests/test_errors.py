@@ -57,13 +57,3 @@ def test_the_cli_prints_one_line_with_the_cause_and_the_branch_exit_code(tmp_pat
     (line,) = done.stderr.splitlines()
     assert line.startswith("ibt: bad.toml: scenario.name (line 2): must be a string")
     assert line.endswith("(the scenario file: docs/scenarios.md says what it holds)")
-
-
-def test_usage_errors_alone_exit_2_and_help_lists_the_codes() -> None:
-    usage = subprocess.run([sys.executable, "-m", "host.cli", "plan", "--at-s", "soon"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=120)
-    assert usage.returncode == errors.EXIT_USAGE
-    shown = subprocess.run([sys.executable, "-m", "host.cli", "--help"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=120).stdout
-    for code, meaning in errors.EXIT_CODES.items():
-        assert f"{code}  {meaning}" in shown

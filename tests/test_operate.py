@@ -5,6 +5,7 @@ calibration and waveform capture."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 
 from host.model.site_file import load_site_file
 from host.ops import operate
-from host.ops.session import BusPorts, OperatorError, Session
+from host.ops.session import BusPorts, OperatorError, Session, tap_address
 from host.sim.rig import virtual_rig as rig
 from host.store.inventory import CommandState, Inventory
 from tests.taps_site import write_site
@@ -72,6 +73,8 @@ def test_status_and_events(session: Session) -> None:
     first = rows[0]
     assert first["error"] is None and first["active_input"] == 1 and first["active_source"] == "ups-1"
     assert [i["source"] for i in first["inputs"]] == ["ups-1", "ups-2"]
+    assert all(0 <= i["thd_pct"] < 8 for i in first["inputs"]) and "THD" in operate.render_status(rows)
+    assert datetime.datetime.fromisoformat(first["read_at"]).tzinfo is not None  # a monitor's rows are a series
     json.dumps(rows)  # plain data
     assert "tap-1" in operate.render_status(rows)
     new = operate.events(session, ["tap-1"])
@@ -206,7 +209,7 @@ def test_events_are_read_right_across_a_reboot_of_the_tap(session: Session) -> N
     operate.events(session, ["tap-2"])  # everything of this boot, stored
     tap = session.tap("tap-2")
     client = session.client(tap.bus)
-    address = operate.address_of(tap)
+    address = tap_address(tap)
     before = client.telemetry(address)["uptime_s"]
     session.align_epoch(tap, client.status(address).epoch)
     session.command(tap, "RESET", {"mode": 0}, lambda: client.reset(address))

@@ -13,6 +13,7 @@ import click
 
 from host.cli import taps as cli_taps
 from host.cli.errors import EXIT_CODES_HELP, IbtGroup, one_line
+from host.cli.output import emit
 from host.model.errors import IbtError
 from host.ops.session import RIG_FILE
 from host.reports import forecast as forecast_report
@@ -40,12 +41,9 @@ def main() -> None:
 
 
 @click.group(cls=IbtGroup, epilog=EXIT_CODES_HELP)
+@click.version_option(package_name="ibt", prog_name="ibt", message="%(prog)s %(version)s")
 def cli() -> None:
     """Intelligent Bus Taps: firmware, protocol and host controller for reserve power."""
-
-
-def _emit(data: Any, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2) if as_json else text)
 
 
 def _hex_arg(value: str, what: str) -> bytes:
@@ -109,7 +107,7 @@ def demo(as_json: bool) -> None:
         report.append({"step": title, "wire": wire.hex(), "frames": frames})
         lines.append(f"== {title}\n   wire ({len(wire)} bytes): {wire.hex()}")
         lines += [f"   {_summary(entry)}" for entry in frames]
-    _emit(report, as_json, "\n".join(lines))
+    emit(report, as_json, "\n".join(lines))
 
 
 @cli.group()
@@ -127,7 +125,7 @@ def frame_decode(wire_hex: str, key_hex: str | None, as_json: bool) -> None:
     entries = inspect_frames.describe_wire(_hex_arg(wire_hex, "WIRE_HEX"), key)
     if not entries:
         raise click.ClickException("no complete frame in those bytes")
-    _emit(entries, as_json, "\n".join(_summary(e) for e in entries))
+    emit(entries, as_json, "\n".join(_summary(e) for e in entries))
 
 
 @frame.command("encode")
@@ -158,7 +156,7 @@ def list_messages(as_json: bool) -> None:
         f"request: {', '.join(r['request']) if r['request'] else '-' if r['request'] is None else '(empty)'}"
         for r in rows
     )
-    _emit(rows, as_json, text)
+    emit(rows, as_json, text)
 
 
 @cli.command("risk")
@@ -175,7 +173,7 @@ def risk_command(scenario_path: Path, days: float, as_json: bool) -> None:
         f"  {r.reason()}" + (f"\n{'':<10} note: {r.notes()}" if r.steps else "")
         for r in risks
     )
-    _emit([r.as_dict() for r in risks], as_json, text)
+    emit([r.as_dict() for r in risks], as_json, text)
 
 
 @cli.command("forecast")
@@ -203,7 +201,7 @@ def forecast_command(scenario_path: Path, rack_id: str | None, source_id: str | 
     if plot_path is not None:
         forecast_report.plot(report, plot_path)
     data = report.as_dict() | {"plot": str(plot_path) if plot_path else None}
-    _emit(data, as_json, report.as_text() + (f"\nplot: {plot_path}" if plot_path else ""))
+    emit(data, as_json, report.as_text() + (f"\nplot: {plot_path}" if plot_path else ""))
 
 
 @cli.command("plan")
@@ -319,7 +317,7 @@ def sim_status(workdir: Path, as_json: bool) -> None:
     lines += [f"monitor {mid}: {m['source']}, {m['temperature_c']:.1f} degC, {m['vibration_rms_mg']:.0f} mg"
               + (" impulsive" if m["impulsive"] else "") + f", ripple {100 * m['ripple_fraction']:.1f}%"
               + ("" if m["running"] else ", STOPPED") for mid, m in state.get("monitors", {}).items()]
-    _emit(state, as_json, "\n".join(lines))
+    emit(state, as_json, "\n".join(lines))
 
 
 def _summary(entry: dict[str, Any]) -> str:

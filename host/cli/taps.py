@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from host.cli.output import emit
 from host.model.errors import EXIT_NOT_CONFIRMED
 from host.ops import commission, flash, operate
 from host.ops.session import BusPorts, OperatorError, Session, bus_ports
@@ -63,10 +64,6 @@ def _session(db: Path | None, bus_a: str | None = None, bus_b: str | None = None
         session.close()
 
 
-def _emit(data: Any, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
-
-
 def _assignments(values: tuple[str, ...], what: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for value in values:
@@ -111,7 +108,7 @@ def flash_command(tap: str, port: str | None, sim_dir: Path | None, tree: Path |
         finally:
             if bar is not None:
                 bar.__exit__(None, None, None)
-    _emit(report.as_dict(), as_json, f"flashed {report.tap} ({report.board}) to {report.target}: "
+    emit(report.as_dict(), as_json, f"flashed {report.tap} ({report.board}) to {report.target}: "
           f"{report.files} files, {report.bytes} bytes, every hash verified; key recorded in the inventory")
 
 
@@ -134,7 +131,7 @@ def scan_command(db: Path | None, bus_a: str | None, bus_b: str | None, baud: in
         f"{'no address' if f.address is None else f'address {f.address}'}  "
         f"{('tap ' + f.tap + (' (commissioned)' if f.commissioned else '')) if f.tap else 'not in the inventory'}"
         for f in found) or "no taps answered"
-    _emit(rows, as_json, text)
+    emit(rows, as_json, text)
 
 
 def _segment(session: Session, segment: str | None) -> str:
@@ -177,7 +174,7 @@ def commission_command(tap: str | None, unique_id: str | None, site_path: Path |
         verdict = "commissioned" if report.ok else "NOT commissioned"
         lines.append(f"{report.tap}: {verdict} ({'; '.join(report.steps) or 'nothing done'})")
         lines += [f"  {problem}" for problem in report.problems]
-    _emit([r.as_dict() for r in reports], as_json, "\n".join(lines))
+    emit([r.as_dict() for r in reports], as_json, "\n".join(lines))
     if not all(r.ok for r in reports):
         failed = [r.tap for r in reports if not r.ok]
         click.echo(f"ibt: {len(failed)} of {len(reports)} taps not commissioned: {', '.join(failed)}", err=True)
@@ -211,7 +208,7 @@ def calibrate_command(tap: str, refs: tuple[str, ...], reset: bool, db: Path | N
             line += (f"\n           {reading}, reference {c['reference']:.3f} (±{c['tolerance']:.3f}): "
                      + ("verified" if c["verified"] else "NOT verified"))
         lines.append(line)
-    _emit(result, as_json, "\n".join(lines))
+    emit(result, as_json, "\n".join(lines))
     if result["verified"] is False:
         sys.exit(EXIT_NOT_CONFIRMED)
 
@@ -228,7 +225,7 @@ def status_command(taps: tuple[str, ...], db: Path | None, bus_a: str | None, bu
     """Active input, relays, protection, alarms and every input's readings."""
     with _session(db, bus_a, bus_b, baud, rig_dir) as session:
         rows = operate.status(session, taps)
-    _emit(rows, as_json, operate.render_status(rows))
+    emit(rows, as_json, operate.render_status(rows))
     if any(row.get("error") for row in rows):
         sys.exit(EXIT_NOT_CONFIRMED)
 
@@ -271,7 +268,7 @@ def events_command(taps: tuple[str, ...], stored: bool, db: Path | None, bus_a: 
         f"{r['tap']:<12} #{r['seq']!s:<6} {r.get('time_ms', '')!s:>10} ms  {r['event']}"
         + (f" input {r['input']}" if r.get("input") else "") + (f" value {r['value']}" if r.get("value") else "")
         for r in rows) or "no new events"
-    _emit(rows, as_json, text)
+    emit(rows, as_json, text)
 
 
 # -- commands that move things --------------------------------------------------------------------------------
@@ -287,7 +284,7 @@ def switch_command(tap: str, source: str, db: Path | None, bus_a: str | None, bu
     """Move TAP's rack to SOURCE (a source id or input number): checked, signed, verified."""
     with _session(db, bus_a, bus_b, baud, rig_dir) as session:
         result = operate.switch(session, tap, source)
-    _emit(result.as_dict(), as_json, f"{result.tap}: input {result.from_input} -> {result.to_input} ({result.source})"
+    emit(result.as_dict(), as_json, f"{result.tap}: input {result.from_input} -> {result.to_input} ({result.source})"
           f": {'verified' if result.verified else 'NOT verified'}; {result.note}"
           + (f"\n  checks: {'; '.join(result.checks)}" if result.checks else ""))
     if not result.verified:
@@ -311,7 +308,7 @@ def limits_command(tap: str, changes: tuple[str, ...], db: Path | None, bus_a: s
             limits, origin = operate.set_limits(session, tap, values), "set now"
         else:
             limits, origin = operate.current_limits(session, session.tap(tap))
-    _emit({"tap": tap, "origin": origin, "limits": limits}, as_json,
+    emit({"tap": tap, "origin": origin, "limits": limits}, as_json,
           f"{tap} ({origin}): " + ", ".join(f"{k}={v}" for k, v in limits.items()))
 
 
@@ -337,7 +334,7 @@ def alternates_command(tap: str, lost: str | None, takers: tuple[str, ...], db: 
              for kind, label in (("planned", "planned"), ("set", f"set ({result['origin']})"))]
     if result["differs"]:
         lines.append(f"differs from the plan for: {', '.join(result['differs'])}")
-    _emit(result, as_json, "\n".join(lines))
+    emit(result, as_json, "\n".join(lines))
 
 
 @click.command("capture")
@@ -358,7 +355,7 @@ def capture_command(tap: str, cycles: int, png: Path | None, db: Path | None, bu
                      + ", ".join(f"h{h} {v:.2f}%" for h, v in top))
     if png is not None:
         lines.append(f"  plot: {png}")
-    _emit(result, as_json, "\n".join(lines))
+    emit(result, as_json, "\n".join(lines))
 
 
 COMMANDS: tuple[click.Command, ...] = (

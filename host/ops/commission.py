@@ -34,13 +34,11 @@ from typing import Any
 from host.client.tap_client import SCOPE_ALL, SCOPE_UNADDRESSED, TapError, TapRefused, TapTimeout, Telemetry, scan
 from host.model.site_file import SiteFileError, TapRole, load_site_file
 from host.ops import operate
-from host.ops.session import OperatorError, Session
+from host.ops.session import OperatorError, Session, tap_address
+from host.ops.tolerances import FREQUENCY_TOLERANCE_HZ, PHASE_TOLERANCE_DEG, VOLTAGE_TOLERANCE
 from host.store.inventory import InventoryError, TapInfo, UnknownTap
 from protocol import catalog
 
-PHASE_TOLERANCE_DEG = 15.0
-VOLTAGE_TOLERANCE = 0.10  # of the nominal phase voltage
-FREQUENCY_TOLERANCE_HZ = 0.5
 MEASURE_DEADLINE_S = 30.0  # wall clock for every input to be measured (a loaded machine runs the rig slowly)
 READINGS = 3  # telemetry reads whose median is judged
 
@@ -185,7 +183,7 @@ def measure_inputs(session: Session, tap: TapInfo, deadline_s: float = MEASURE_D
     """The tap's inputs once every present input has a frequency (phases need it), as the
     median of a few reads; after the deadline, whatever is measured."""
     client = session.client(tap.bus)
-    address = operate.address_of(tap)
+    address = tap_address(tap)
     deadline = time.monotonic() + deadline_s
     while True:
         telemetry = operate.patiently(lambda: client.telemetry(address), deadline)
@@ -240,7 +238,7 @@ def commission_tap(session: Session, tap_ref: str, unique_id: bytes | None = Non
     if tap.unique_id is not None and tap.unique_id != uid:
         raise OperatorError(f"tap {tap.id} is unique id {tap.unique_id.hex()} in the inventory, not {uid.hex()}: "
                             "a replaced board needs the site file updated first")
-    address = operate.address_of(tap)
+    address = tap_address(tap)
     settings = limits or operate.default_limits(session, tap)
     operate.check_limits(session, tap, settings)  # before anything is sent
     report = CommissionReport(tap.id, False, address, uid.hex())
@@ -274,7 +272,7 @@ def commission_tap(session: Session, tap_ref: str, unique_id: bytes | None = Non
 def _address(session: Session, tap: TapInfo, uid: bytes, report: CommissionReport) -> None:
     """ASSIGN_ADDRESS unless the tap already answers at its address as that unique id."""
     client = session.client(tap.bus)
-    address = operate.address_of(tap)
+    address = tap_address(tap)
     try:
         identity = client.identify(address)
     except TapTimeout:

@@ -29,6 +29,7 @@ resolution. Status readings are therefore calibrated by the tap itself.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import math
 import random
@@ -45,6 +46,7 @@ from host.model import boards
 from host.model.site_file import TapRole
 from host.ops import events as tap_events
 from host.ops.session import OperatorError, Session, tap_address
+from host.ops.tolerances import FREQUENCY_TOLERANCE_HZ, PHASE_TOLERANCE_DEG, SLIP_TOLERANCE_HZ, VOLTAGE_TOLERANCE
 from host.store.inventory import CommandState, EventCursor, TapInfo
 from protocol import catalog
 
@@ -64,10 +66,6 @@ EVENT_NAMES = {catalog.EV_BOOT: "boot", catalog.EV_SOURCE_LOST: "source lost", c
                catalog.EV_DOWNSTREAM_FAULT: "downstream fault", catalog.EV_COMMAND: "command",
                catalog.EV_AUTH_FAILURE: "auth failure", catalog.EV_HOST_LOST: "host lost",
                catalog.EV_RELAY_MISMATCH: "relay mismatch"}
-VOLTAGE_TOLERANCE = 0.10
-FREQUENCY_TOLERANCE_HZ = 0.5
-SLIP_TOLERANCE_HZ = 0.2  # a target whose frequency differs more from the active input's is not in phase
-PHASE_TOLERANCE_DEG = 15.0
 SWITCH_CONFIRM_S = 15.0  # wall clock for STATUS to show the transfer done
 PATIENCE_S = 20.0
 CAPTURE_CHUNK = 240
@@ -78,10 +76,6 @@ CALIBRATION_READ_GAP_S = 0.2  # between the TELEMETRY reads of a calibration: a 
 FIRMWARE_DEFAULT_LIMITS = {"curve": 1, "pickup_mA": 32000, "tms_milli": 100, "instantaneous_mA": 320000,
                            "undervoltage_mV": 195500, "overvoltage_mV": 264500, "frequency_low_cHz": 4750,
                            "frequency_high_cHz": 5250, "thd_max_dpct": 80}
-
-
-def address_of(tap: TapInfo) -> int:
-    return tap_address(tap)
 
 
 def patiently(call: Callable[[], T], deadline: float | None = None) -> T:
@@ -118,10 +112,11 @@ def tap_status(session: Session, tap: TapInfo) -> dict[str, Any]:
                            "commissioned": tap.commissioned_at is not None}
     try:
         client = session.client(tap.bus)
-        status = client.status(address_of(tap))
-        telemetry = client.telemetry(address_of(tap))
+        status = client.status(tap_address(tap))
+        telemetry = client.telemetry(tap_address(tap))
     except (TapTimeout, TapRefused) as exc:
-        return out | {"error": str(exc)}
+        return out | {"read_at": _now_iso(), "error": str(exc)}
+    out["read_at"] = _now_iso()  # when these values were read: a monitor's rows are a time series
     active = status.active_input
     out |= {
         "active_input": active, "active_source": source_of(tap, active),
@@ -133,6 +128,7 @@ def tap_status(session: Session, tap: TapInfo) -> dict[str, Any]:
         "transfers": telemetry["transfers"], "trips": telemetry["trips"], "uptime_s": telemetry["uptime_s"],
         "inputs": [{"input": k, "source": source_of(tap, k), "voltage_v": i["voltage_mV"] / 1000,
                     "frequency_hz": i["frequency_cHz"] / 100, "phase_deg": i["phase_cdeg"] / 100,
+                    "thd_pct": i["thd_dpct"] / 10,
                     "present": bool(i["state"] & catalog.INPUT_PRESENT),
                     "healthy": bool(i["state"] & catalog.INPUT_HEALTHY),
                     # the values are from a window across the last change of `present` (SPEC.md)
@@ -141,6 +137,10 @@ def tap_status(session: Session, tap: TapInfo) -> dict[str, Any]:
         "error": None,
     }
     return out
+
+
+def _now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
 def status(session: Session, tap_refs: Sequence[str] = ()) -> list[dict[str, Any]]:
@@ -169,7 +169,7 @@ def render_status(rows: list[dict[str, Any]]) -> str:
             if i.get("settling"):
                 state += " (values settling)"
             lines.append(f"    input {i['input']} {i['source'] or '?':<10} {i['voltage_v']:7.1f} V "
-                         f"{i['frequency_hz']:6.2f} Hz {i['phase_deg']:8.2f}°  {state}")
+                         f"{i['frequency_hz']:6.2f} Hz {i['phase_deg']:8.2f}°  THD {i['thd_pct']:4.1f}%  {state}")
     return "\n".join(lines)
 
 
@@ -196,7 +196,7 @@ def fetch_events(session: Session, tap: TapInfo) -> list[dict[str, Any]]:
     (host/ops/events.py); stored with where the read ended, and returned. Events the tap
     overwrote before we read them are counted as lost."""
     client = session.client(tap.bus)
-    address = address_of(tap)
+    address = tap_address(tap)
     boot_count = patiently(lambda: client.status(address)).fields.get("boot_count")
     cursor = session.inventory.event_cursor(tap.id) or EventCursor(boot=boot_count or 1)
     batch = tap_events.read_new(lambda since, count: patiently(functools.partial(client.read_events, address, since,
@@ -311,7 +311,7 @@ def read_settings(session: Session, tap: TapInfo) -> Settings:
     """READ_SETTINGS of the tap, read patiently; OperatorError when its firmware has none."""
     client = session.client(tap.bus)
     try:
-        return patiently(lambda: client.read_settings(address_of(tap)))
+        return patiently(lambda: client.read_settings(tap_address(tap)))
     except TapRefused as exc:
         if exc.code == catalog.E_UNKNOWN_TYPE:
             raise OperatorError(f"tap {tap.id}: its firmware predates READ_SETTINGS and SET_CALIBRATION "
@@ -329,7 +329,7 @@ def current_limits(session: Session, tap: TapInfo) -> tuple[dict[str, int], str]
     why = "no bus given"
     if session.ports is not None:
         try:
-            return session.client(tap.bus).read_settings(address_of(tap)).limits, LIMITS_FROM_TAP
+            return session.client(tap.bus).read_settings(tap_address(tap)).limits, LIMITS_FROM_TAP
         except TapTimeout:
             why = "the tap did not answer READ_SETTINGS"
         except TapRefused as exc:
@@ -344,7 +344,7 @@ def send_limits(session: Session, tap: TapInfo, limits: dict[str, int]) -> Reply
     check_limits(session, tap, limits)
     client = session.client(tap.bus)
     values = {k: int(limits[k]) for k in LIMIT_FIELDS}
-    return session.command(tap, "SET_LIMITS", values, lambda: client.set_limits(address_of(tap), values))
+    return session.command(tap, "SET_LIMITS", values, lambda: client.set_limits(tap_address(tap), values))
 
 
 def set_limits(session: Session, tap_ref: str, changes: dict[str, int]) -> dict[str, int]:
@@ -363,7 +363,7 @@ def set_limits(session: Session, tap_ref: str, changes: dict[str, int]) -> dict[
 def _prepare(session: Session, tap: TapInfo) -> None:
     """Before a signed command: the tap answers, and is in the controller's epoch."""
     client = session.client(tap.bus)
-    state = patiently(lambda: client.status(address_of(tap)))
+    state = patiently(lambda: client.status(tap_address(tap)))
     session.align_epoch(tap, state.epoch)
 
 
@@ -401,7 +401,7 @@ def _held_alternates(session: Session, tap: TapInfo) -> tuple[dict[int, list[int
     if session.ports is not None:
         client = session.client(tap.bus)
         try:
-            held = {k: client.read_alternates(address_of(tap), k).alternates for k in range(1, len(tap.inputs) + 1)}
+            held = {k: client.read_alternates(tap_address(tap), k).alternates for k in range(1, len(tap.inputs) + 1)}
             return {k: v for k, v in held.items() if v}, ALTERNATES_FROM_TAP
         except TapTimeout:
             why = "the tap did not answer READ_ALTERNATES"
@@ -439,7 +439,7 @@ def send_alternates(session: Session, tap: TapInfo, for_input: int, ranked: Sequ
     client = session.client(tap.bus)
     fields = {"for_input": for_input} | {f"alternate_{i + 1}": k for i, k in enumerate([*ranked, 0, 0, 0][:3])}
     return session.command(tap, "SET_ALTERNATES", fields,
-                           lambda: client.set_alternates(address_of(tap), for_input, list(ranked)))
+                           lambda: client.set_alternates(tap_address(tap), for_input, list(ranked)))
 
 
 def set_alternates(session: Session, tap_ref: str, lost: str, takers: Sequence[str]) -> dict[str, Any]:
@@ -481,7 +481,7 @@ def switch(session: Session, tap_ref: str, source: str, *, confirm_s: float = SW
         raise SwitchRefused(f"tap {tap.id} is a source monitor: it switches nothing")
     target = input_of(tap, source)
     client = session.client(tap.bus)
-    address = address_of(tap)
+    address = tap_address(tap)
     state = patiently(lambda: client.status(address))
     telemetry = patiently(lambda: client.telemetry(address))
     result = SwitchResult(tap.id, tap.inputs[target - 1], state.active_input, target)
@@ -676,7 +676,7 @@ def calibrate(session: Session, tap_ref: str, references: dict[str, float], *, r
     if not references and not reset:
         return read_calibration(session, tap.id)
     client = session.client(tap.bus)
-    address = address_of(tap)
+    address = tap_address(tap)
     per_count = _per_count(tap)
     before = _in_force(tap, read_settings(session, tap), per_count)
     points = {} if reset else session.state.calibration_points(tap.id)
@@ -769,7 +769,7 @@ def _verify(session: Session, tap: TapInfo, references: dict[str, float], spread
     scatter of the tap's own readings (the larger spread, before or after: the meter's
     windows differ by a few counts). Writes reading, reference, tolerance and verdict into `rows`."""
     client = session.client(tap.bus)
-    address = address_of(tap)
+    address = tap_address(tap)
     start = patiently(lambda: client.telemetry(address))["uptime_s"]
     deadline = time.monotonic() + PATIENCE_S
     settled = False
@@ -801,7 +801,7 @@ def capture(session: Session, tap_ref: str, *, cycles: int = 4, png: Path | None
     `png`, a plot of the waveforms and the spectrum."""
     tap = session.tap(tap_ref)
     client = session.client(tap.bus)
-    address = address_of(tap)
+    address = tap_address(tap)
     capture_id = random.randrange(1, 0x10000)
     deadline = time.monotonic() + deadline_s
     try:

@@ -227,7 +227,7 @@ class Session:
             raise FencingError(f"tap {tap.id} is in epoch {tap_epoch}, above this controller's {client.epoch}: "
                                 "another controller owns it (SPEC.md, \"Controller epoch\"); nothing was sent")
         if tap_epoch < client.epoch:
-            self.command(tap, "RAISE_EPOCH", {"new_epoch": client.epoch}, lambda: client.raise_epoch(_address(tap)))
+            self.command(tap, "RAISE_EPOCH", {"new_epoch": client.epoch}, lambda: client.raise_epoch(tap_address(tap)))
 
     def command(self, tap: TapInfo, message: str, fields: dict[str, Any], send: Callable[[], Reply]) -> Reply:
         """Send one signed command, journalled in the inventory's history: pending, sent, then
@@ -267,15 +267,11 @@ class Session:
             client.epoch = saved
 
 
-def _address(tap: TapInfo) -> int:
+def tap_address(tap: TapInfo) -> int:
+    """The tap's address, or one line saying it has none yet."""
     if tap.address is None:
         raise OperatorError(f"tap {tap.id} has no address in the inventory: commission it first")
     return tap.address
-
-
-def tap_address(tap: TapInfo) -> int:
-    """The tap's address, or one line saying it has none yet."""
-    return _address(tap)
 
 
 def _known_taps(inventory: Inventory) -> str:

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from host.model.errors import ConfigurationError
 from host.predict.fault_monitor import FaultMonitor
 from host.predict.faults import FaultAssessment, SensorStep
 from host.sim.site.scenario import load_scenario
@@ -61,9 +62,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.0f} h"
 
 
+class RiskReportError(ConfigurationError, ValueError):
+    """What `ibt risk` was asked cannot be run on that scenario."""
+
+    cause = "--days counts from the scenario's start, and cannot go past its end"
+
+
 def assess(scenario_path: Path, days: float) -> list[SourceRisk]:
-    """Run the scenario for `days` (or its length) and rank the sources by risk, highest first."""
+    """Run the scenario for `days` and rank the sources by risk, highest first; a scenario
+    shorter than `days` is refused, since a risk read past its end would be of nothing."""
     scenario = load_scenario(scenario_path)
+    if days * 86400 > scenario.duration_s + 1e-6:
+        raise RiskReportError(f"--days {days:g} runs past the end of scenario {scenario.name!r}, "
+                              f"which lasts {scenario.duration_s / 86400:g} days")
     simulator = SiteSimulator.from_scenario(scenario)
     monitor = FaultMonitor(source.id for source in scenario.site.sources)
     latest: dict[str, FaultAssessment] = {}

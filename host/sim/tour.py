@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from host.model import boards
 from host.model.errors import IbtError
 from host.model.site_file import TapRole, load_site_file
 from host.ops import commission, flash, operate
@@ -94,9 +95,16 @@ def _operate(session: Session, virtual: rig.VirtualRig, site_path: Path, rack_ta
     after = operate.status(session, rack_taps)
     echo(f"status after the loss of {lost}:\n" + operate.render_status(after))
     for event in transfers:
+        tap = session.tap(event["tap"])
+        budget_ms = boards.by_name(tap.board).transfer_ms
+        over = event["value"] > boards.RIDE_THROUGH_MS
+        event |= {"dark_ms": event["value"], "budget_ms": round(budget_ms, 1),
+                  "ride_through_ms": boards.RIDE_THROUGH_MS, "over_ride_through": over}
+        verdict = (f"OVER the {boards.RIDE_THROUGH_MS:.0f} ms that IT power supplies ride through"
+                   if over else f"within the {boards.RIDE_THROUGH_MS:.0f} ms ride-through")
         echo(f"{event['tap']}: transferred by itself to input {event['input']} "
-             f"({operate.source_of(session.tap(event['tap']), event['input']) or '?'}), "
-             f"the rack dark for {event['value']} ms")
+             f"({operate.source_of(tap, event['input']) or '?'}), the rack dark for {event['value']} ms: {verdict} "
+             f"(board {tap.board}: at most {budget_ms:.1f} ms from its relays' datasheet maxima)")
     virtual.inject("restore", lost)
     echo(f"{lost} restored; the racks stay where they are until the host moves them (ibt switch)")
     return {"commissioned": [r.as_dict() for r in reports], "before": before, "lost": lost, "after": after,
