@@ -28,3 +28,27 @@ def test_usage_errors_alone_exit_2_and_help_lists_the_codes() -> None:
     shown = _ibt("--help").stdout
     for code, meaning in errors.EXIT_CODES.items():
         assert f"{code}  {meaning}" in shown
+
+
+def test_a_long_command_shows_progress_on_a_terminal_and_nothing_when_piped() -> None:
+    import os
+    import pty
+
+    piped = _ibt("plan", "--at-s", "600")
+    assert piped.returncode == 0 and piped.stderr == ""
+    # the same command with a terminal as its standard error, read while it runs
+    main, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "host.cli", "plan", "--at-s", "600"], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=terminal, env=os.environ | {"COLUMNS": "100"})
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)  # EIO once the command has exited and closed the terminal
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    assert process.wait(timeout=120) == 0 and b"simulating to" in shown

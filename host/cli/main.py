@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from host.cli import progress
 from host.cli import taps as cli_taps
 from host.cli.errors import EXIT_CODES_HELP, IbtGroup, one_line
 from host.cli.output import emit
@@ -216,7 +217,9 @@ def forecast_command(scenario_path: Path, rack_id: str | None, source_id: str | 
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan_command(scenario_path: Path, at_s: float, method: str, budget: int | None, as_json: bool) -> None:
     """Show the allocation plan for the site (moves, utilisation, N-1 coverage) without executing it."""
-    report = plan_report.plan_scenario(scenario_path, at_s=at_s, method=method, budget=budget)
+    with progress.steps("simulating to", at_s, quiet=as_json) as bar:
+        report = plan_report.plan_scenario(scenario_path, at_s=at_s, method=method, budget=budget,
+                                           on_step=lambda t: bar.to(t, f"{t:,.0f} s, then planning"))
     click.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.as_text())
 
 

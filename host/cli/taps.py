@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from host.cli import progress
 from host.cli.output import emit
 from host.model.errors import EXIT_NOT_CONFIRMED
 from host.ops import commission, flash, operate
@@ -165,7 +166,9 @@ def commission_command(tap: str | None, unique_id: str | None, site_path: Path |
             raise click.BadParameter("16 hex digits (8 bytes)", param_hint="--unique-id") from None
     with _session(db, bus_a, bus_b, baud, rig_dir, create=site_path is not None) as session:
         if site_path is not None:
-            reports = commission.commission_site(session, site_path)
+            with progress.steps("commissioning", None, quiet=as_json) as bar:
+                reports = commission.commission_site(session, site_path, say=lambda line: click.echo(line, err=True),
+                                                     progress=lambda tap, done, total: bar.to(done, tap, total))
         else:
             assert tap is not None
             reports = [commission.commission_tap(session, tap, uid)]

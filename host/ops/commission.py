@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,9 +310,13 @@ def _one_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def commission_site(session: Session, site_path: Path) -> list[CommissionReport]:
+def commission_site(session: Session, site_path: Path, *, say: Callable[[str], None] = lambda line: None,
+                    progress: Callable[[str, int, int], None] = lambda tap, done, total: None
+                    ) -> list[CommissionReport]:
     """Import the site file into the inventory, then commission its taps one by one; a
-    tap that fails is reported and the next one is tried."""
+    tap that fails is reported and the next one is tried. A tap the site file gives no
+    unique id is then found by a scan of its segment (`_identify_new_taps`). `say` gets
+    what the scan found, `progress` (tap id, taps done, taps in all) as each tap starts."""
     try:
         parsed = load_site_file(site_path)
     except OSError as exc:
@@ -324,10 +329,31 @@ def commission_site(session: Session, site_path: Path) -> list[CommissionReport]
     except InventoryError as exc:
         raise OperatorError(f"site file not imported: {exc}") from None
     reports: list[CommissionReport] = []
-    for record in parsed.taps:
+    for done, record in enumerate(parsed.taps):
+        progress(record.id, done, len(parsed.taps))
         try:
             reports.append(commission_tap(session, record.id))
         except OperatorError as exc:
             reports.append(CommissionReport(record.id, False, record.address, record.unique_id_hex,
                                             problems=[str(exc)]))
-    return reports
+    return _identify_new_taps(session, reports, say)
+
+
+def _identify_new_taps(session: Session, reports: list[CommissionReport],
+                       echo: Callable[[str], None]) -> list[CommissionReport]:  # fmt: skip
+    """A tap the site file gives no unique id (as a real site leaves a new tap's out) is
+    found with DISCOVER (`ibt scan`) and commissioned by the id it reports, when the scan
+    leaves no doubt which tap it is: one such tap and one new tap on its segment."""
+    out = list(reports)
+    for i, report in enumerate(reports):
+        tap = session.tap(report.tap)
+        if report.ok or tap.unique_id is not None:
+            continue
+        new = [f for f in scan_bus(session, tap.bus) if f.tap is None and f.address is None]
+        echo(f"scan of {tap.bus}: {len(new)} new tap(s) without an address"
+             + "".join(f", unique id {f.unique_id} ({f.board}, {f.n_inputs} inputs)" for f in new))
+        if len(new) != 1:
+            continue  # which is which is the operator's call (the label on the board)
+        out[i] = commission_tap(session, report.tap, bytes.fromhex(new[0].unique_id))
+    return out
+

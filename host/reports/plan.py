@@ -13,6 +13,7 @@ and the heuristic above (`auto`), or the one asked for.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -202,9 +203,11 @@ def build_problem(
 
 
 def plan_scenario(
-    scenario_path: Path, *, at_s: float = DEFAULT_AT_S, method: str = "auto", budget: int | None = None
+    scenario_path: Path, *, at_s: float = DEFAULT_AT_S, method: str = "auto", budget: int | None = None,
+    on_step: Callable[[float], None] = lambda time_s: None,
 ) -> PlanReport:
-    """Run the scenario to `at_s` and plan its site then, without executing the plan."""
+    """Run the scenario to `at_s` and plan its site then, without executing the plan;
+    `on_step` follows the simulated time on the way there."""
     if method not in METHODS:
         raise PlanReportError(f"method must be one of {', '.join(METHODS)} (got {method!r})")
     try:
@@ -215,7 +218,7 @@ def plan_scenario(
         raise PlanReportError(str(exc)) from None
     if not 0 <= at_s <= scenario.duration_s:
         raise PlanReportError(f"--at-s must be within the scenario, 0 to {scenario.duration_s:g} s (got {at_s:g})")
-    simulator, observer = observe_scenario(scenario, at_s)
+    simulator, observer = observe_scenario(scenario, at_s, on_step)
     inputs = observer.inputs()
     try:
         policy = Policy() if budget is None else replace(Policy(), move_budget=budget)

@@ -63,7 +63,7 @@ def tour(site_path: Path, workdir: Path, echo: Callable[[str], None]) -> dict[st
 
 def _operate(session: Session, virtual: rig.VirtualRig, site_path: Path, rack_taps: list[str],
              echo: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
-    reports = _identify_new_taps(session, commission.commission_site(session, site_path), echo)
+    reports = commission.commission_site(session, site_path, say=echo)
     for report in reports:
         echo(f"commission {report.tap}: {'done' if report.ok else 'REFUSED'} ({'; '.join(report.steps)})")
         for problem in report.problems:
@@ -109,22 +109,3 @@ def _operate(session: Session, virtual: rig.VirtualRig, site_path: Path, rack_ta
     echo(f"{lost} restored; the racks stay where they are until the host moves them (ibt switch)")
     return {"commissioned": [r.as_dict() for r in reports], "before": before, "lost": lost, "after": after,
             "transfers": transfers}
-
-
-def _identify_new_taps(session: Session, reports: list[commission.CommissionReport],
-                       echo: Callable[[str], None]) -> list[commission.CommissionReport]:  # fmt: skip
-    """A tap the site file gives no unique id (as a real site leaves a new tap's out) is
-    found with DISCOVER (`ibt scan`) and commissioned by the id it reports, when the scan
-    leaves no doubt which tap it is: one such tap and one new tap on its segment."""
-    out = list(reports)
-    for i, report in enumerate(reports):
-        tap = session.tap(report.tap)
-        if report.ok or tap.unique_id is not None:
-            continue
-        new = [f for f in commission.scan_bus(session, tap.bus) if f.tap is None and f.address is None]
-        echo(f"scan of {tap.bus}: {len(new)} new tap(s) without an address"
-             + "".join(f", unique id {f.unique_id} ({f.board}, {f.n_inputs} inputs)" for f in new))
-        if len(new) != 1:
-            continue  # which is which is the operator's call (the label on the board)
-        out[i] = commission.commission_tap(session, report.tap, bytes.fromhex(new[0].unique_id))
-    return out
