@@ -1,4 +1,4 @@
-"""The one event reader (host/ops/events.py) on a tap's log as READ_EVENTS serves it: a
+"""The one event reader (host/ops/event_reader.py) on a tap's log as READ_EVENTS serves it: a
 ring of RAM that starts again at index 0 on every boot."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from host.client.tap_client import TapTimeout
-from host.ops.events import READ_MAX, read_new
+from host.ops.event_reader import READ_MAX, read_new
 from host.store.inventory import EventCursor
 
 

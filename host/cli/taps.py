@@ -17,7 +17,17 @@ import click
 from host.cli import progress
 from host.cli.output import emit
 from host.model.errors import EXIT_NOT_CONFIRMED
-from host.ops import commission, flash, operate
+from host.ops import (
+    channel_calibration,
+    commission,
+    event_log,
+    failover,
+    flash,
+    protection_limits,
+    readings,
+    switching,
+    waveforms,
+)
 from host.ops.session import BusPorts, OperatorError, Session, bus_ports
 from protocol import catalog
 
@@ -198,7 +208,7 @@ def calibrate_command(tap: str, refs: tuple[str, ...], reset: bool, db: Path | N
     verified; without --ref, the calibration the tap runs on."""
     references = _assignments(refs, "--ref")
     with _session(db, bus_a, bus_b, baud, rig_dir) as session:
-        result = operate.calibrate(session, tap, references, reset=reset)
+        result = channel_calibration.calibrate(session, tap, references, reset=reset)
     lines = [f"{result['tap']}: " + (f"sent {', '.join(result['sent'])}" if result["sent"] else "in force at the tap")]
     for channel, c in result["channels"].items():
         line = (f"  {channel:<8} gain {c['gain']:.6f} ({c['gain_ppm']} ppm) offset {c['offset_counts']:+d} counts "
@@ -227,8 +237,8 @@ def status_command(taps: tuple[str, ...], db: Path | None, bus_a: str | None, bu
                    rig_dir: Path | None, as_json: bool) -> None:
     """Active input, relays, protection, alarms and every input's readings."""
     with _session(db, bus_a, bus_b, baud, rig_dir) as session:
-        rows = operate.status(session, taps)
-    emit(rows, as_json, operate.render_status(rows))
+        rows = readings.status(session, taps)
+    emit(rows, as_json, readings.render_status(rows))
     if any(row.get("error") for row in rows):
         sys.exit(EXIT_NOT_CONFIRMED)
 
@@ -251,10 +261,10 @@ def monitor_command(taps: tuple[str, ...], interval: float, once: bool, count: i
             return
         if redraw:
             click.clear()
-        click.echo(operate.render_status(rows) + ("" if redraw else "\n"))
+        click.echo(readings.render_status(rows) + ("" if redraw else "\n"))
 
     with _session(db, bus_a, bus_b, baud, rig_dir) as session, suppress(KeyboardInterrupt):
-        operate.monitor(session, taps, emit, interval_s=interval, count=1 if once else count)
+        readings.monitor(session, taps, emit, interval_s=interval, count=1 if once else count)
 
 
 @click.command("events")
@@ -266,7 +276,7 @@ def events_command(taps: tuple[str, ...], stored: bool, db: Path | None, bus_a: 
                    baud: int, rig_dir: Path | None, as_json: bool) -> None:
     """Read the taps' new events (since the last stored) into the inventory, and print them."""
     with _session(db, bus_a, bus_b, baud, rig_dir, buses=not stored) as session:
-        rows = operate.events(session, taps, stored=stored)
+        rows = event_log.events(session, taps, stored=stored)
     text = "\n".join(
         f"{r['tap']:<12} #{r['seq']!s:<6} {r.get('time_ms', '')!s:>10} ms  {r['event']}"
         + (f" input {r['input']}" if r.get("input") else "") + (f" value {r['value']}" if r.get("value") else "")
@@ -286,7 +296,7 @@ def switch_command(tap: str, source: str, db: Path | None, bus_a: str | None, bu
                    rig_dir: Path | None, as_json: bool) -> None:
     """Move TAP's rack to SOURCE (a source id or input number): checked, signed, verified."""
     with _session(db, bus_a, bus_b, baud, rig_dir) as session:
-        result = operate.switch(session, tap, source)
+        result = switching.switch(session, tap, source)
     emit(result.as_dict(), as_json, f"{result.tap}: input {result.from_input} -> {result.to_input} ({result.source})"
           f": {'verified' if result.verified else 'NOT verified'}; {result.note}"
           + (f"\n  checks: {'; '.join(result.checks)}" if result.checks else ""))
@@ -297,7 +307,7 @@ def switch_command(tap: str, source: str, db: Path | None, bus_a: str | None, bu
 @click.command("limits")
 @click.argument("tap")
 @click.option("--set", "changes", multiple=True, metavar="FIELD=VALUE",
-              help=f"Change a setting ({', '.join(operate.LIMIT_FIELDS)}); the others stay as in force.")
+              help=f"Change a setting ({', '.join(protection_limits.LIMIT_FIELDS)}); the others stay as in force.")
 @bus_options
 @json_option
 def limits_command(tap: str, changes: tuple[str, ...], db: Path | None, bus_a: str | None, bus_b: str | None,
@@ -308,9 +318,9 @@ def limits_command(tap: str, changes: tuple[str, ...], db: Path | None, bus_a: s
     buses = bool(values) or rig_dir is not None or bool(bus_a or bus_b)
     with _session(db, bus_a, bus_b, baud, rig_dir, buses=buses) as session:
         if values:
-            limits, origin = operate.set_limits(session, tap, values), "set now"
+            limits, origin = protection_limits.set_limits(session, tap, values), "set now"
         else:
-            limits, origin = operate.current_limits(session, session.tap(tap))
+            limits, origin = protection_limits.current_limits(session, session.tap(tap))
     emit({"tap": tap, "origin": origin, "limits": limits}, as_json,
           f"{tap} ({origin}): " + ", ".join(f"{k}={v}" for k, v in limits.items()))
 
@@ -330,9 +340,9 @@ def alternates_command(tap: str, lost: str | None, takers: tuple[str, ...], db: 
     buses = lost is not None or rig_dir is not None or bool(bus_a or bus_b)
     with _session(db, bus_a, bus_b, baud, rig_dir, buses=buses) as session:
         if lost is not None:
-            result = operate.set_alternates(session, tap, lost, takers)
+            result = failover.set_alternates(session, tap, lost, takers)
         else:
-            result = operate.current_alternates(session, session.tap(tap))
+            result = failover.current_alternates(session, session.tap(tap))
     lines = [f"{label}: " + ("; ".join(f"{k} -> {', '.join(v)}" for k, v in result[kind].items()) or "none")
              for kind, label in (("planned", "planned"), ("set", f"set ({result['origin']})"))]
     if result["differs"]:
@@ -350,7 +360,7 @@ def capture_command(tap: str, cycles: int, png: Path | None, db: Path | None, bu
                     baud: int, rig_dir: Path | None, as_json: bool) -> None:
     """Capture waveforms, print the harmonic spectrum, optionally plot it."""
     with _session(db, bus_a, bus_b, baud, rig_dir) as session:
-        result = operate.capture(session, tap, cycles=cycles, png=png)
+        result = waveforms.capture(session, tap, cycles=cycles, png=png)
     lines = [f"{result['tap']}: {result['samples_per_channel']} samples per channel at {result['sample_rate_hz']:g} Hz"]
     for channel in result["channels"]:
         top = sorted(channel["harmonics_pct"].items(), key=lambda kv: -kv[1])[:3]

@@ -34,7 +34,7 @@ from typing import Any
 
 from host.client.tap_client import SCOPE_ALL, SCOPE_UNADDRESSED, TapError, TapRefused, TapTimeout, Telemetry, scan
 from host.model.site_file import SiteFileError, TapRole, load_site_file
-from host.ops import operate
+from host.ops import failover, operate, protection_limits
 from host.ops.session import OperatorError, Session, tap_address
 from host.ops.tolerances import FREQUENCY_TOLERANCE_HZ, PHASE_TOLERANCE_DEG, VOLTAGE_TOLERANCE
 from host.store.inventory import InventoryError, TapInfo, UnknownTap
@@ -240,18 +240,18 @@ def commission_tap(session: Session, tap_ref: str, unique_id: bytes | None = Non
         raise OperatorError(f"tap {tap.id} is unique id {tap.unique_id.hex()} in the inventory, not {uid.hex()}: "
                             "a replaced board needs the site file updated first")
     address = tap_address(tap)
-    settings = limits or operate.default_limits(session, tap)
-    operate.check_limits(session, tap, settings)  # before anything is sent
+    settings = limits or protection_limits.default_limits(session, tap)
+    protection_limits.check_limits(session, tap, settings)  # before anything is sent
     report = CommissionReport(tap.id, False, address, uid.hex())
     try:
         _address(session, tap, uid, report)
         session.align_epoch(tap, session.client(tap.bus).identify(address).epoch)
         report.steps.append(f"epoch {session.epoch}")
         if tap.role == TapRole.RACK:
-            operate.send_limits(session, tap, settings)
+            protection_limits.send_limits(session, tap, settings)
             report.steps.append("limits set")
             for for_input, ranked in sorted(tap.alternates.items()):
-                operate.send_alternates(session, tap, for_input, ranked)
+                failover.send_alternates(session, tap, for_input, ranked)
             report.steps.append(f"alternates set for {len(tap.alternates)} inputs")
             _prove(session, tap, report)
     except (TapError, OperatorError) as exc:

@@ -20,7 +20,7 @@ from typing import Any
 from host.model import boards
 from host.model.errors import IbtError
 from host.model.site_file import TapRole, load_site_file
-from host.ops import commission, flash, operate
+from host.ops import commission, event_log, flash, operate, readings
 from host.ops.session import BusPorts, Session
 from host.sim.rig import virtual_rig as rig
 from host.store.inventory import Inventory
@@ -70,14 +70,14 @@ def _operate(session: Session, virtual: rig.VirtualRig, site_path: Path, rack_ta
             echo(f"  {problem}")
     if not all(r.ok for r in reports):
         raise TourError("commissioning failed; nothing else is done (see above)")
-    before = operate.status(session, rack_taps)
-    echo("status, read over the buses:\n" + operate.render_status(before))
+    before = readings.status(session, rack_taps)
+    echo("status, read over the buses:\n" + readings.render_status(before))
     racks_on: dict[str, list[str]] = {}
     for row in before:
         racks_on.setdefault(row["active_source"], []).append(row["tap"])
     lost = most_fed(racks_on)
     moving = racks_on[lost]
-    operate.events(session, rack_taps)  # read so far: what follows is the loss's
+    event_log.events(session, rack_taps)  # read so far: what follows is the loss's
     echo(f"losing {lost}, which feeds {', '.join(moving)}; the host sends nothing until they have moved")
     virtual.inject("lose", lost)
     lost_input = {t: operate.input_of(session.tap(t), lost) for t in moving}
@@ -90,10 +90,10 @@ def _operate(session: Session, virtual: rig.VirtualRig, site_path: Path, rack_ta
     while {e["tap"] for e in transfers} != set(moving):  # logged once the new relay has closed and settled
         if time.monotonic() > deadline:
             raise TourError(f"the taps on {lost} moved but did not log their transfers within {TRANSFER_WAIT_S:.0f} s")
-        transfers += [e for e in operate.events(session, moving) if e.get("event") == "transfer"]
+        transfers += [e for e in event_log.events(session, moving) if e.get("event") == "transfer"]
     time.sleep(METER_SETTLE_S)  # the meters' windows that still hold samples from before the loss close
-    after = operate.status(session, rack_taps)
-    echo(f"status after the loss of {lost}:\n" + operate.render_status(after))
+    after = readings.status(session, rack_taps)
+    echo(f"status after the loss of {lost}:\n" + readings.render_status(after))
     for event in transfers:
         tap = session.tap(event["tap"])
         budget_ms = boards.by_name(tap.board).transfer_ms

@@ -123,7 +123,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             value TEXT NOT NULL  -- JSON
         )""",
     ),
-    (  # v3: events keyed by boot, since a tap's indices start again at 0 after each (host/ops/events.py)
+    (  # v3: events keyed by boot, since a tap's indices start again at 0 after each (host/ops/event_reader.py)
         """CREATE TABLE events_by_boot (
             tap TEXT NOT NULL REFERENCES taps (id),
             boot INTEGER NOT NULL,
@@ -236,7 +236,7 @@ class EventRecord:
 
 @dataclass
 class EventCursor:
-    """Where a reader is in one tap's event log (host/ops/events.py)."""
+    """Where a reader is in one tap's event log (host/ops/event_reader.py)."""
 
     boot: int = 1  # the tap's boot_count (STATUS) of the boot being read
     next_seq: int = 0
