@@ -1,6 +1,6 @@
 """The operator's commands for taps: flash, scan, commission, calibrate, status, monitor,
 events, switch, limits, alternates, capture. Each is a few lines over host/ops/flash.py,
-host/ops/commission.py and host/ops/operate.py; every failure is one line and a non-zero exit.
+host/ops/ (commission, readings, switching, ...); every failure is one line and a non-zero exit.
 `COMMANDS` is what the `ibt` group registers."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Reading a tap's event log, right across its reboots: the one reader that `ibt events`
-(host/ops/operate.py) and the fleet over the buses (host/fleet/bus_fleet.py) share.
+(host/ops/event_log.py) and the fleet over the buses (host/fleet/bus_fleet.py) share.
 
 A tap's log lives in RAM: after a boot its indices start again at 0 (SPEC.md,
 READ_EVENTS). An index therefore names an event only within one boot, and a reader that

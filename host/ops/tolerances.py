@@ -1,6 +1,6 @@
 """How far a live input may be from what the site says before commissioning refuses its
 wiring or a switch refuses it as a target: one table for both (host/ops/commission.py,
-host/ops/operate.py)."""
+host/ops/switching.py)."""
 
 VOLTAGE_TOLERANCE = 0.10  # of the nominal phase voltage
 FREQUENCY_TOLERANCE_HZ = 0.5
