@@ -54,7 +54,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from host.bus.transport import SerialSettings, SerialTransport
-from host.client.tap_client import TapClient, TapError
+from host.client.tap_client import TapClient
+from host.client.tap_errors import TapError
 from host.sim.rig.vbus import VirtualBus
 from host.sim.rig.virtual_rig import VirtualRig
 from host.wire import framing, messages

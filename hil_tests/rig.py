@@ -26,7 +26,8 @@ import pytest
 
 from host.bus.link import RedundantLink
 from host.bus.transport import SerialSettings, SerialTransport
-from host.client.tap_client import MemoryKeys, TapClient, TapKeys
+from host.client.keys import MemoryKeys, TapKeys
+from host.client.tap_client import TapClient
 from host.model.site import Site
 from host.sim.rig.virtual_rig import VirtualRig
 

@@ -13,7 +13,9 @@ from collections.abc import Callable
 import pytest
 
 from hil_tests.rig import INJECT_BUS, INJECT_SOURCE, PLANT_TRUTH, SWITCHING, Rig, RigTap, wait_for
-from host.client.tap_client import MemoryKeys, Status, TapRefused, TapTimeout
+from host.client.keys import MemoryKeys
+from host.client.replies import Status
+from host.client.tap_errors import TapRefused, TapTimeout
 from protocol import catalog
 
 MakeRig = Callable[..., Rig]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from host.build.firmware_build import micropython_command
-from host.client.tap_client import TapError
+from host.client.tap_errors import TapError
 from host.model import boards
 from host.ops import flash_records
 from host.sim.rig.plant import Load, Plant, Source

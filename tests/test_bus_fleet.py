@@ -20,7 +20,9 @@ import pytest
 
 from host.bus.link import RedundantLink
 from host.bus.transport import SerialSettings, SerialTransport
-from host.client.tap_client import FencedOut, MemoryKeys, TapClient
+from host.client.keys import MemoryKeys
+from host.client.tap_client import TapClient
+from host.client.tap_errors import FencedOut
 from host.fleet.bus_fleet import BusFleet
 from host.model.fleet import Alternates, Done, EventKind, Fleet, Refusal, Refused
 from host.model.site import Feed, Rack, Site, Source, SourceKind, Tap

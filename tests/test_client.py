@@ -11,22 +11,11 @@ from typing import Any
 import pytest
 
 from host.bus.transport import TransportError
-from host.client.tap_client import (
-    FencedOut,
-    Identity,
-    MemoryKeys,
-    Ranking,
-    Reply,
-    Settings,
-    Status,
-    TapClient,
-    TapProtocolError,
-    TapRefused,
-    TapTimeout,
-    Telemetry,
-    discover,
-    scan,
-)
+from host.client.discovery import discover, scan
+from host.client.keys import MemoryKeys
+from host.client.replies import Identity, Ranking, Reply, Settings, Status, Telemetry
+from host.client.tap_client import TapClient
+from host.client.tap_errors import FencedOut, TapProtocolError, TapRefused, TapTimeout
 from host.wire import auth, framing, messages
 from host.wire.messages import Frame
 from protocol import catalog

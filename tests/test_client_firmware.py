@@ -13,7 +13,11 @@ import pytest
 
 from host.bus.link import RedundantLink
 from host.bus.transport import SerialSettings, SerialTransport
-from host.client.tap_client import SCOPE_ALL, MemoryKeys, Reply, TapClient, TapRefused, TapTimeout, Telemetry, scan
+from host.client.discovery import SCOPE_ALL, scan
+from host.client.keys import MemoryKeys
+from host.client.replies import Reply, Telemetry
+from host.client.tap_client import TapClient
+from host.client.tap_errors import TapRefused, TapTimeout
 from host.sim.rig.vbus import VirtualBus
 from protocol import catalog
 from tests.tap_rig import ADDRESS, EPOCH, KEY, PATIENCE_S, UNIQUE_ID, SimTap

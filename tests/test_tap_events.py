@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from host.client.tap_client import TapTimeout
+from host.client.tap_errors import TapTimeout
 from host.ops.event_reader import READ_MAX, read_new
 from host.store.inventory import EventCursor
 

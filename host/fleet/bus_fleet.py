@@ -119,7 +119,9 @@ from typing import Protocol
 
 import numpy as np
 
-from host.client.tap_client import FencedOut, Reply, TapClient, TapError, TapRefused, TapTimeout
+from host.client.replies import Reply
+from host.client.tap_client import TapClient
+from host.client.tap_errors import FencedOut, TapError, TapRefused, TapTimeout
 from host.model.arrays import frozen
 from host.model.events import EventLog
 from host.model.fleet import (

@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from host.client.tap_client import Settings, TapClient, TapRefused, Telemetry
+from host.client.replies import Settings, Telemetry
+from host.client.tap_client import TapClient
+from host.client.tap_errors import TapRefused
 from host.model import boards
 from host.ops.operate import PATIENCE_S, patiently, prepare
 from host.ops.protection_limits import read_settings

@@ -32,7 +32,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host.client.tap_client import SCOPE_ALL, SCOPE_UNADDRESSED, TapError, TapRefused, TapTimeout, Telemetry, scan
+from host.client.discovery import SCOPE_ALL, SCOPE_UNADDRESSED, scan
+from host.client.replies import Telemetry
+from host.client.tap_errors import TapError, TapRefused, TapTimeout
 from host.model.site_file import SiteFileError, TapRole, load_site_file
 from host.ops import failover, operate, protection_limits
 from host.ops.session import OperatorError, Session, tap_address

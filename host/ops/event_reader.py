@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from host.client.tap_client import Reply
+from host.client.replies import Reply
 from host.store.inventory import EventCursor, TapEvent
 
 READ_MAX = 30  # events per READ_EVENTS: what fits in a frame (SPEC.md)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from host.client.tap_client import Reply, TapRefused, TapTimeout
+from host.client.replies import Reply
+from host.client.tap_errors import TapRefused, TapTimeout
 from host.ops.operate import input_of, prepare, source_of
 from host.ops.session import OperatorError, Session, tap_address
 from host.store.inventory import CommandState, TapInfo

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from host.client.tap_client import TapTimeout
+from host.client.tap_errors import TapTimeout
 from host.ops.session import OperatorError, Session, tap_address
 from host.store.inventory import TapInfo
 from protocol import catalog

@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from host.client.tap_client import Reply, Settings, TapRefused, TapTimeout
+from host.client.replies import Reply, Settings
+from host.client.tap_errors import TapRefused, TapTimeout
 from host.model import boards
 from host.ops.operate import patiently, prepare, site_nominal
 from host.ops.session import OperatorError, Session, tap_address

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from host.client.tap_client import TapRefused, TapTimeout
+from host.client.tap_errors import TapRefused, TapTimeout
 from host.ops.operate import ALARM_NAMES, PROTECTION_NAMES, bit_names, source_of
 from host.ops.session import OperatorError, Session, tap_address
 from host.store.inventory import TapInfo

@@ -24,7 +24,10 @@ from typing import Any
 
 from host.bus.link import RedundantLink
 from host.bus.transport import SerialSettings, SerialTransport, TransportError
-from host.client.tap_client import FencedOut, NoKey, Reply, TapClient, TapRefused, TapTimeout
+from host.client.keys import NoKey
+from host.client.replies import Reply
+from host.client.tap_client import TapClient
+from host.client.tap_errors import FencedOut, TapRefused, TapTimeout
 from host.model.errors import FencingError, OperatorError
 from host.store.inventory import CommandState, Inventory, InventoryError, TapInfo, UnknownTap
 from protocol import catalog

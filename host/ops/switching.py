@@ -16,7 +16,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from host.client.tap_client import TapRefused, TapTimeout, Telemetry
+from host.client.replies import Telemetry
+from host.client.tap_errors import TapRefused, TapTimeout
 from host.model.site_file import TapRole
 from host.ops.operate import PROTECTION_NAMES, input_of, patiently, site_nominal, source_of
 from host.ops.session import OperatorError, Session, tap_address

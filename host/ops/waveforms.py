@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from host.client.tap_client import TapRefused
+from host.client.tap_errors import TapRefused
 from host.ops.operate import patiently, site_nominal
 from host.ops.session import OperatorError, Session, tap_address
 from protocol import catalog
