@@ -11,7 +11,7 @@ import pytest
 
 from host.ops import commission
 from host.ops.commission import InputReading, prove_wiring
-from host.store.inventory import CommandState
+from host.store.records import CommandState
 from protocol import catalog
 from tests.taps_site import FlashedBench, flashed_bench
 

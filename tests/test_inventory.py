@@ -13,15 +13,9 @@ from pathlib import Path
 import pytest
 
 from host.model.site_file import SiteFile, TapRole, parse_site_file
-from host.store.inventory import (
-    SCHEMA_VERSION,
-    CommandState,
-    Inventory,
-    InventoryError,
-    KeyStore,
-    TapEvent,
-    UnknownTap,
-)
+from host.store.inventory import Inventory
+from host.store.records import CommandState, InventoryError, KeyStore, TapEvent, UnknownTap
+from host.store.schema import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_TEXT = (ROOT / "sites" / "demo.toml").read_text()
@@ -127,7 +121,7 @@ def test_the_controllers_values_survive_reopening(inv: Inventory, path: Path) ->
 
 
 def test_a_version_1_file_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
-    from host.store import inventory as module
+    from host.store import schema as module
 
     old = tmp_path / "v1.db"
     with sqlite3.connect(old) as db:

@@ -26,7 +26,8 @@ from host.ops import (
 )
 from host.ops.session import BusPorts, OperatorError, Session, tap_address
 from host.sim.rig import virtual_rig as rig
-from host.store.inventory import CommandState, Inventory
+from host.store.inventory import Inventory
+from host.store.records import CommandState
 from tests.taps_site import write_site
 
 PATIENCE_S = 45.0

@@ -9,7 +9,7 @@ import pytest
 
 from host.client.tap_errors import TapTimeout
 from host.ops.event_reader import READ_MAX, read_new
-from host.store.inventory import EventCursor
+from host.store.records import EventCursor
 
 
 class Log:

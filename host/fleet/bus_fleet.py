@@ -141,7 +141,7 @@ from host.model.fleet import (
 from host.model.site import Availability, Site
 from host.model.sources import Alarm, SourceAdapter, SourceState
 from host.ops import event_reader as tap_events
-from host.store.inventory import EventCursor
+from host.store.records import EventCursor
 from host.wire import framing, messages
 from protocol import catalog
 

@@ -25,7 +25,7 @@ from host.model import boards
 from host.ops.operate import PATIENCE_S, patiently, prepare
 from host.ops.protection_limits import read_settings
 from host.ops.session import OperatorError, Session, tap_address
-from host.store.inventory import TapInfo
+from host.store.records import TapInfo
 from protocol import catalog
 
 CALIBRATION_SETTLE_S = 2  # tap uptime to let pass after SET_CALIBRATION: at least 1 s of new meter windows

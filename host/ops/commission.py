@@ -39,7 +39,7 @@ from host.model.site_file import SiteFileError, TapRole, load_site_file
 from host.ops import failover, operate, protection_limits
 from host.ops.session import OperatorError, Session, tap_address
 from host.ops.tolerances import FREQUENCY_TOLERANCE_HZ, PHASE_TOLERANCE_DEG, VOLTAGE_TOLERANCE
-from host.store.inventory import InventoryError, TapInfo, UnknownTap
+from host.store.records import InventoryError, TapInfo, UnknownTap
 from protocol import catalog
 
 MEASURE_DEADLINE_S = 30.0  # wall clock for every input to be measured (a loaded machine runs the rig slowly)

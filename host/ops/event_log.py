@@ -10,7 +10,7 @@ from typing import Any
 from host.ops import event_reader as tap_events
 from host.ops.operate import EVENT_NAMES, patiently
 from host.ops.session import Session, tap_address
-from host.store.inventory import EventCursor, TapInfo
+from host.store.records import EventCursor, TapInfo
 
 
 def fetch_events(session: Session, tap: TapInfo) -> list[dict[str, Any]]:

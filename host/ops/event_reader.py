@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from host.client.replies import Reply
-from host.store.inventory import EventCursor, TapEvent
+from host.store.records import EventCursor, TapEvent
 
 READ_MAX = 30  # events per READ_EVENTS: what fits in a frame (SPEC.md)
 

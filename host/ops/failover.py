@@ -10,7 +10,7 @@ from host.client.replies import Reply
 from host.client.tap_errors import TapRefused, TapTimeout
 from host.ops.operate import input_of, prepare, source_of
 from host.ops.session import OperatorError, Session, tap_address
-from host.store.inventory import CommandState, TapInfo
+from host.store.records import CommandState, TapInfo
 from protocol import catalog
 
 ALTERNATES_FROM_TAP = "read from the tap"

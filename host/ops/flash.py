@@ -38,7 +38,8 @@ from host.build import firmware_build
 from host.model import boards
 from host.model.errors import OperatorError
 from host.ops import flash_records
-from host.store.inventory import Inventory, TapInfo
+from host.store.inventory import Inventory
+from host.store.records import TapInfo
 from protocol import catalog
 
 RECORD_FILES = ("config.json", "key.json")

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from host.client.tap_errors import TapTimeout
 from host.ops.session import OperatorError, Session, tap_address
-from host.store.inventory import TapInfo
+from host.store.records import TapInfo
 from protocol import catalog
 
 T = TypeVar("T")

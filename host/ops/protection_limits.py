@@ -21,7 +21,7 @@ from host.client.tap_errors import TapRefused, TapTimeout
 from host.model import boards
 from host.ops.operate import patiently, prepare, site_nominal
 from host.ops.session import OperatorError, Session, tap_address
-from host.store.inventory import CommandState, TapInfo
+from host.store.records import CommandState, TapInfo
 from protocol import catalog
 
 LIMIT_FIELDS = ("curve", "pickup_mA", "tms_milli", "instantaneous_mA", "undervoltage_mV", "overvoltage_mV",

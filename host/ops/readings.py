@@ -10,7 +10,7 @@ from typing import Any
 from host.client.tap_errors import TapRefused, TapTimeout
 from host.ops.operate import ALARM_NAMES, PROTECTION_NAMES, bit_names, source_of
 from host.ops.session import OperatorError, Session, tap_address
-from host.store.inventory import TapInfo
+from host.store.records import TapInfo
 from protocol import catalog
 
 

@@ -29,7 +29,8 @@ from host.client.replies import Reply
 from host.client.tap_client import TapClient
 from host.client.tap_errors import FencedOut, TapRefused, TapTimeout
 from host.model.errors import FencingError, OperatorError
-from host.store.inventory import CommandState, Inventory, InventoryError, TapInfo, UnknownTap
+from host.store.inventory import Inventory
+from host.store.records import CommandState, InventoryError, TapInfo, UnknownTap
 from protocol import catalog
 
 DB_ENV = "IBT_DB"

@@ -22,7 +22,7 @@ from host.model.site_file import TapRole
 from host.ops.operate import PROTECTION_NAMES, input_of, patiently, site_nominal, source_of
 from host.ops.session import OperatorError, Session, tap_address
 from host.ops.tolerances import FREQUENCY_TOLERANCE_HZ, PHASE_TOLERANCE_DEG, SLIP_TOLERANCE_HZ, VOLTAGE_TOLERANCE
-from host.store.inventory import TapInfo
+from host.store.records import TapInfo
 from protocol import catalog
 
 SWITCH_CONFIRM_S = 15.0  # wall clock for STATUS to show the transfer done

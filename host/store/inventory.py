@@ -25,238 +25,28 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
-from host.model.errors import OperatorError
 from host.model.site_file import SiteFile, TapRecord, TapRole
-from protocol import catalog
-
-APPLICATION_ID = 0x49425431  # "IBT1": marks the file as an inventory
-KEY_BYTES = 32
-COUNTER_MAX = 0xFFFF_FFFF  # the trailer's counter is a u32
-FIRST_COUNTER = 1  # a fresh tap has accepted counter 0; the first signed command may use any counter >= 1
-BUSY_TIMEOUT_S = 10.0
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-# Schema migrations in order: migration i takes the schema from version i to i + 1.
-# Never edit one that has shipped; append a new one.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (  # v1
-        """CREATE TABLE site (
-            id INTEGER PRIMARY KEY CHECK (id = 1),
-            name TEXT NOT NULL,
-            voltage_v REAL NOT NULL,
-            frequency_hz REAL NOT NULL
-        )""",
-        """CREATE TABLE sources (
-            id TEXT PRIMARY KEY,
-            kind TEXT NOT NULL CHECK (kind IN ('ups', 'battery', 'generator')),
-            capacity_kw REAL NOT NULL,
-            energy_kwh REAL,
-            phase_deg REAL NOT NULL
-        )""",
-        """CREATE TABLE racks (
-            id TEXT PRIMARY KEY,
-            priority TEXT NOT NULL CHECK (priority IN ('critical', 'normal', 'deferrable')),
-            rated_kw REAL NOT NULL
-        )""",
-        f"""CREATE TABLE taps (
-            id TEXT PRIMARY KEY,
-            unique_id BLOB UNIQUE CHECK (unique_id IS NULL OR length(unique_id) = 8),
-            address INTEGER CHECK (address BETWEEN {catalog.ADDR_TAP_MIN} AND {catalog.ADDR_TAP_MAX}),
-            bus TEXT NOT NULL,
-            key BLOB CHECK (key IS NULL OR length(key) = {KEY_BYTES}),
-            key_counter INTEGER NOT NULL DEFAULT {FIRST_COUNTER}
-                CHECK (key_counter BETWEEN {FIRST_COUNTER} AND {COUNTER_MAX + 1}),
-            board TEXT NOT NULL,
-            firmware_version TEXT,
-            rack TEXT REFERENCES racks (id),  -- one tap per rack: the site file ensures it
-            role TEXT NOT NULL CHECK (role IN ('rack', 'monitor')),
-            monitored_source TEXT REFERENCES sources (id),
-            alternates TEXT NOT NULL DEFAULT '{{}}',
-            commissioned_at REAL,
-            UNIQUE (bus, address),
-            CHECK ((role = 'rack') = (rack IS NOT NULL)),
-            CHECK ((role = 'monitor') = (monitored_source IS NOT NULL))
-        )""",
-        """CREATE TABLE feeds (
-            tap TEXT NOT NULL REFERENCES taps (id) ON DELETE CASCADE,
-            input INTEGER NOT NULL CHECK (input BETWEEN 1 AND 4),
-            source TEXT NOT NULL REFERENCES sources (id),
-            impedance_ohm REAL,
-            PRIMARY KEY (tap, input),
-            UNIQUE (tap, source)
-        )""",
-        """CREATE TABLE events (
-            tap TEXT NOT NULL REFERENCES taps (id),
-            seq INTEGER NOT NULL,
-            tap_time_ms INTEGER NOT NULL,
-            received_at REAL NOT NULL,
-            code INTEGER NOT NULL,
-            data TEXT NOT NULL,
-            PRIMARY KEY (tap, seq)
-        )""",
-        "CREATE INDEX events_received ON events (received_at)",
-        """CREATE TABLE commands (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            time REAL NOT NULL,
-            tap TEXT NOT NULL REFERENCES taps (id),
-            message TEXT NOT NULL,
-            fields TEXT NOT NULL,
-            seq INTEGER,
-            counter INTEGER,
-            state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'acknowledged', 'refused', 'unknown')),
-            result TEXT,
-            updated_at REAL NOT NULL
-        )""",
-        "CREATE INDEX commands_tap ON commands (tap, id)",
-    ),
-    (  # v2: the controller's own durable values (its epoch, calibrations), beside the keys they go with
-        """CREATE TABLE controller (
-            name TEXT PRIMARY KEY,
-            value TEXT NOT NULL  -- JSON
-        )""",
-    ),
-    (  # v3: events keyed by boot, since a tap's indices start again at 0 after each (host/ops/event_reader.py)
-        """CREATE TABLE events_by_boot (
-            tap TEXT NOT NULL REFERENCES taps (id),
-            boot INTEGER NOT NULL,
-            seq INTEGER NOT NULL,
-            tap_time_ms INTEGER NOT NULL,
-            received_at REAL NOT NULL,
-            code INTEGER NOT NULL,
-            data TEXT NOT NULL,
-            PRIMARY KEY (tap, boot, seq)
-        )""",
-        "INSERT INTO events_by_boot SELECT tap, 1, seq, tap_time_ms, received_at, code, data FROM events",
-        "DROP TABLE events",
-        "ALTER TABLE events_by_boot RENAME TO events",
-        "CREATE INDEX events_received ON events (received_at)",
-        """CREATE TABLE event_cursors (
-            tap TEXT PRIMARY KEY REFERENCES taps (id),
-            boot INTEGER NOT NULL,
-            next_seq INTEGER NOT NULL
-        )""",
-        "INSERT INTO event_cursors SELECT tap, 1, max(seq) + 1 FROM events GROUP BY tap",
-    ),
+from host.store.records import (
+    NEXT_STATES,
+    CommandRecord,
+    CommandState,
+    EventCursor,
+    EventRecord,
+    InventoryError,
+    TapEvent,
+    TapInfo,
+    TapRef,
+    UnknownTap,
 )
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class InventoryError(OperatorError):
-    """The inventory refused an operation; the message says what to do instead."""
-
-
-class UnknownTap(InventoryError, LookupError):
-    """No tap by that id, address or unique id; `suggestions` are the closest tap ids."""
-
-    def __init__(self, ref: object, suggestions: Sequence[str]) -> None:
-        self.ref = ref
-        self.suggestions = tuple(suggestions)
-        hint = f" (did you mean {', '.join(self.suggestions)}?)" if self.suggestions else ""
-        super().__init__(f"no tap {ref!r} in the inventory{hint}")
-
-
-class CommandState(StrEnum):
-    PENDING = "pending"  # journalled, not yet on the wire
-    SENT = "sent"  # on the wire, no answer yet
-    ACKNOWLEDGED = "acknowledged"  # the tap answered that it executed it
-    REFUSED = "refused"  # the tap (or the controller) refused it: it did not take effect
-    UNKNOWN = "unknown"  # no verified answer: STATUS must tell whether it took effect
-
-
-# Which state may follow which; a command's outcome, once known, is final.
-_NEXT_STATES: dict[CommandState, frozenset[CommandState]] = {
-    CommandState.PENDING: frozenset({CommandState.SENT, CommandState.REFUSED, CommandState.UNKNOWN}),
-    CommandState.SENT: frozenset({CommandState.ACKNOWLEDGED, CommandState.REFUSED, CommandState.UNKNOWN}),
-    CommandState.UNKNOWN: frozenset({CommandState.ACKNOWLEDGED, CommandState.REFUSED}),
-    CommandState.ACKNOWLEDGED: frozenset(),
-    CommandState.REFUSED: frozenset(),
-}
-
-
-class KeyStore(Protocol):
-    """What a client needs to sign commands to the taps of one bus."""
-
-    def key_for(self, address: int) -> tuple[bytes, int]: ...
-
-    def commit_counter(self, address: int, counter: int) -> None: ...
-
-
-@dataclass(frozen=True)
-class TapInfo:
-    """A tap as the inventory knows it. The key itself is left out on purpose: listings
-    are printed and logged; `key_for` is the one way to a key."""
-
-    id: str
-    role: TapRole
-    address: int | None
-    bus: str
-    board: str
-    unique_id: bytes | None
-    rack: str | None
-    monitored_source: str | None
-    inputs: tuple[str, ...]  # source ids, input 1 first
-    alternates: dict[int, tuple[int, ...]]
-    has_key: bool
-    key_counter: int  # the next counter to sign with
-    firmware_version: str | None
-    commissioned_at: float | None
-
-
-@dataclass(frozen=True)
-class TapEvent:
-    """An event as read from a tap (READ_EVENTS): `seq` is its index in the tap's log of
-    boot `boot` (the host's count of the tap's boots), which makes reading the same event
-    twice harmless."""
-
-    seq: int
-    time_ms: int  # the tap's clock, since that boot
-    code: int
-    data: dict[str, Any]
-    boot: int = 1  # the tap's boot_count (STATUS) when it logged the event
-
-
-@dataclass(frozen=True)
-class EventRecord:
-    tap: str
-    seq: int
-    time_ms: int
-    received_at: float  # host time, seconds since the epoch
-    code: int
-    data: dict[str, Any]
-    boot: int = 1
-
-
-@dataclass
-class EventCursor:
-    """Where a reader is in one tap's event log (host/ops/event_reader.py)."""
-
-    boot: int = 1  # the tap's boot_count (STATUS) of the boot being read
-    next_seq: int = 0
-
-
-@dataclass(frozen=True)
-class CommandRecord:
-    id: int
-    time: float
-    tap: str
-    message: str
-    fields: dict[str, Any]
-    seq: int | None
-    counter: int | None
-    state: CommandState
-    result: str | None
-    updated_at: float
-
-
-TapRef = str | int | bytes  # a tap id, an address, or a unique id (bytes, or 16 hex digits)
+from host.store.schema import BUSY_TIMEOUT_S, COUNTER_MAX, KEY_BYTES, configure, migrate, refuse_foreign_file
+from protocol import catalog
 
 
 class Inventory:
@@ -275,7 +65,7 @@ class Inventory:
         """Open the inventory at path, creating it (readable by its owner only: it holds
         keys) if it does not exist, and migrating it to the current schema."""
         path = Path(path)
-        _refuse_foreign_file(path)
+        refuse_foreign_file(path)
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         try:
@@ -283,8 +73,8 @@ class Inventory:
         except sqlite3.Error as error:
             raise InventoryError(f"{path}: cannot open: {error}") from None
         try:
-            _configure(db, path)
-            _migrate(db, path)
+            configure(db, path)
+            migrate(db, path)
         except BaseException:
             db.close()
             raise
@@ -605,7 +395,7 @@ class Inventory:
             if row is None:
                 raise InventoryError(f"no command {command_id} in the history")
             old = CommandState(row[0])
-            if new != old and new not in _NEXT_STATES[old]:
+            if new != old and new not in NEXT_STATES[old]:
                 raise InventoryError(f"command {command_id}: cannot go from {old} to {new}")
             self._db.execute("UPDATE commands SET state = ?, result = coalesce(?, result), updated_at = ? WHERE id = ?",
                              (new.value, result, self._clock(), command_id))
@@ -711,66 +501,6 @@ class BusKeyStore:
 
     def replace_key(self, address: int, key: bytes) -> None:
         self.inventory.set_key(self.inventory.tap(address, self.bus).id, key)
-
-
-# -- helpers ------------------------------------------------------------------------------------
-
-def _refuse_foreign_file(path: Path) -> None:
-    """A non-empty file that is not SQLite at all is refused before SQLite sees it."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    with path.open("rb") as handle:
-        head = handle.read(len(_SQLITE_MAGIC))
-    if head != _SQLITE_MAGIC:
-        raise InventoryError(f"{path}: not an inventory database (not an SQLite file)")
-
-
-def _configure(db: sqlite3.Connection, path: Path) -> None:
-    try:
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    except sqlite3.DatabaseError as error:
-        raise InventoryError(f"{path}: not an inventory database ({error})") from None
-    if str(mode).lower() != "wal":
-        raise InventoryError(f"{path}: cannot use WAL journal mode (got {mode}); is it on a network file system?")
-    db.execute("PRAGMA foreign_keys = ON")
-    db.execute("PRAGMA synchronous = FULL")
-
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Bring the schema to SCHEMA_VERSION, one migration per transaction, refusing a
-    file that is newer or another program's."""
-    while True:
-        db.execute("BEGIN IMMEDIATE")  # re-read under the write lock: another process may migrate too
-        try:
-            version = _check_identity(db, path)
-            if version == SCHEMA_VERSION:
-                db.execute("COMMIT")
-                return
-            for statement in MIGRATIONS[version]:
-                db.execute(statement)
-            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            db.execute(f"PRAGMA user_version = {version + 1}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-
-def _check_identity(db: sqlite3.Connection, path: Path) -> int:
-    version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    application = int(db.execute("PRAGMA application_id").fetchone()[0])
-    if version == 0 and application == 0:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        if tables:
-            raise InventoryError(f"{path}: not an inventory database (an SQLite file with tables "
-                                 f"{', '.join(tables[:5])})")
-        return 0
-    if application != APPLICATION_ID:
-        raise InventoryError(f"{path}: not an inventory database (SQLite application id {application:#x})")
-    if version > SCHEMA_VERSION:
-        raise InventoryError(f"{path}: inventory schema version {version} is newer than this software knows "
-                             f"({SCHEMA_VERSION}); use the newer software, or a backup made by this version")
-    return version
 
 
 def _refuse_moving(record: TapRecord, address: int | None, bus: str, unique_id: bytes | None,
