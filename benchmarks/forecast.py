@@ -55,7 +55,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from host.predict.forecast import Forecast, ForecastConfig, LoadForecaster, seasonal_naive
+from host.predict.baselines import seasonal_naive
+from host.predict.forecast import LoadForecaster
+from host.predict.forecast_config import Forecast, ForecastConfig
 from host.sim.site.scenario import Scenario, parse_scenario
 from host.sim.site.simulator import SiteSimulator
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from host.predict import forecast as forecast_module
-from host.predict.forecast import Forecast, ForecastConfig, LoadForecaster, ScheduledLoad, seasonal_naive
+from host.predict import robust_fit, seasonal_ar
+from host.predict.baselines import seasonal_naive
+from host.predict.forecast import LoadForecaster
+from host.predict.forecast_config import Forecast, ForecastConfig, ScheduledLoad
 
 HOUR_S = 3600.0
 DAY, WEEK = 24, 168
@@ -164,7 +166,7 @@ def test_steps_solved_together_forecast_as_steps_solved_one_by_one(monkeypatch: 
     y = synthetic(4 * WEEK, seed=12, series=2)
     y[0, 200:230] = np.nan
     together = LoadForecaster(CONFIG).fit(y, t0_s=3600.0).predict(DAY)
-    monkeypatch.setattr(forecast_module, "BATCH_ELEMENTS", 1)  # every step alone
+    monkeypatch.setattr(seasonal_ar, "BATCH_ELEMENTS", 1)  # every step alone (the model batches by it)
     alone = LoadForecaster(CONFIG).fit(y, t0_s=3600.0).predict(DAY)
     np.testing.assert_allclose(together.point, alone.point, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(together.p95, alone.p95, rtol=1e-9, atol=1e-9)
@@ -173,15 +175,15 @@ def test_steps_solved_together_forecast_as_steps_solved_one_by_one(monkeypatch: 
 def test_a_periodic_design_repeats_the_rows_it_would_compute() -> None:
     freqs = np.array([1 / 24, 2 / 24, 1 / 168])
     index = 5.5 + np.arange(3 * 168 + 7, dtype=np.float64)  # any phase, not a whole number of periods
-    np.testing.assert_allclose(forecast_module.design(index, freqs, 168), forecast_module.design(index, freqs),
+    np.testing.assert_allclose(robust_fit.design(index, freqs, 168), robust_fit.design(index, freqs),
                                atol=1e-9)
 
 
 def test_a_season_of_an_even_number_of_samples_keeps_the_design_full_rank() -> None:
     # 12 pairs of a 24-sample season reach half a cycle per sample, whose sine is zero at
     # every sample: it must not be a column, or X'X is singular and the fit is noise
-    freqs = forecast_module.fourier_frequencies([(24, 12), (168, 40)])
-    x = forecast_module.design(389_760.0 + np.arange(2688, dtype=np.float64), freqs, 168)
+    freqs = robust_fit.fourier_frequencies([(24, 12), (168, 40)])
+    x = robust_fit.design(389_760.0 + np.arange(2688, dtype=np.float64), freqs, 168)
     assert np.linalg.matrix_rank(x) == x.shape[1]
     assert np.linalg.cond(x.T @ x) < 1e6
 

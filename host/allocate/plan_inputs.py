@@ -23,7 +23,8 @@ from host.model.arrays import FloatArray
 from host.model.fleet import Fleet
 from host.model.schedule import Job
 from host.predict.fault_monitor import FaultMonitor
-from host.predict.forecast import ForecastConfig, LoadForecaster
+from host.predict.forecast import LoadForecaster
+from host.predict.forecast_config import ForecastConfig
 
 PLAN_HORIZON_S = 3600.0  # a plan holds until the next; the controller replans at least hourly
 HISTORY_S = 7 * 86_400.0  # the forecaster's rolling window: a week

@@ -33,7 +33,8 @@ import numpy as np
 from host.model.arrays import BoolArray, FloatArray
 from host.model.errors import ConfigurationError
 from host.model.sources import SourceState
-from host.predict.forecast import DAY_S, Forecast, ForecastConfig, LoadForecaster, ScheduledLoad
+from host.predict.forecast import LoadForecaster
+from host.predict.forecast_config import DAY_S, Forecast, ForecastConfig, ScheduledLoad
 from host.sim.site.scenario import Scenario, load_scenario
 from host.sim.site.simulator import SiteSimulator
 
