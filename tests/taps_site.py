@@ -12,6 +12,7 @@ from pathlib import Path
 from host.model.site_file import load_site_file
 from host.ops import flash
 from host.ops.session import BusPorts, Session
+from host.sim.rig import rig_layout
 from host.sim.rig import virtual_rig as rig
 from host.store.inventory import Inventory
 
@@ -100,6 +101,6 @@ def flashed_bench(work: Path, tree: Path) -> Iterator[FlashedBench]:
         for tap_id in ("tap-1", "tap-2"):
             flashed[tap_id] = work / "flash" / tap_id
             flash.flash(inventory, tap_id, sim_dir=flashed[tap_id], tree=tree)
-    layout = dataclasses.replace(rig.load_site_file(site), flashed=flashed, wiring={"tap-2": ("ups-1", "ups-2")})
+    layout = dataclasses.replace(rig_layout.load_site_file(site), flashed=flashed, wiring={"tap-2": ("ups-1", "ups-2")})
     with rig.VirtualRig(layout, work / "rig", firmware_tree=tree) as started:
         yield FlashedBench(started, db, site)

@@ -27,7 +27,8 @@ from host.fleet.bus_fleet import BusFleet
 from host.model.fleet import Alternates, Done, EventKind, Fleet, Refusal, Refused
 from host.model.site import Feed, Rack, Site, Source, SourceKind, Tap
 from host.model.sources import SourceState
-from host.sim.rig.virtual_rig import RigLayout, RigTap, VirtualRig
+from host.sim.rig.rig_layout import RigLayout, RigTap
+from host.sim.rig.virtual_rig import VirtualRig
 from protocol import catalog
 from tests.fleet_conformance import FleetConformance
 from tests.tap_rig import NoBus, wait_until

@@ -25,6 +25,7 @@ from host.ops import (
     waveforms,
 )
 from host.ops.session import BusPorts, OperatorError, Session, tap_address
+from host.sim.rig import rig_layout
 from host.sim.rig import virtual_rig as rig
 from host.store.inventory import Inventory
 from host.store.records import CommandState
@@ -46,7 +47,7 @@ class Bench:
 def commissioned_bench(work: Path, mpy_tree: Path) -> Iterator[Bench]:
     """The rig's taps as commissioned: their keys and addresses recorded in an inventory."""
     site = write_site(work)
-    with rig.VirtualRig(rig.load_site_file(site), work / "rig", firmware_tree=mpy_tree) as started:
+    with rig.VirtualRig(rig_layout.load_site_file(site), work / "rig", firmware_tree=mpy_tree) as started:
         db = work / "ibt.db"
         with Inventory.open(db) as inventory:
             inventory.import_site(load_site_file(site))

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from host.bus.transport import SerialSettings, SerialTransport
+from host.sim.rig.rig_control import send_control
+from host.sim.rig.rig_layout import RigTap
 from host.sim.rig.rig_plant import RigPlant, default_site
-from host.sim.rig.virtual_rig import RigError, RigTap, VirtualRig, send_control
+from host.sim.rig.virtual_rig import RigError, VirtualRig
 from host.wire import framing, messages
 from protocol import catalog
 

@@ -24,15 +24,10 @@ from host.model.fleet import HealthSignals
 from host.model.site import Feed, Rack, Site, Source, SourceKind, Tap
 from host.predict.fault_monitor import FaultMonitor
 from host.sim.rig.plant import Vibration
-from host.sim.rig.rig_plant import (
-    IMPACT_PEAK_RATIO,
-    MONITOR_MG_PER_COUNT,
-    HealthModel,
-    RigPlant,
-    RigPlantError,
-    default_site,
-)
-from host.sim.rig.virtual_rig import RigError, RigLayout, VirtualRig, load_site_file
+from host.sim.rig.rig_layout import RigLayout, load_site_file
+from host.sim.rig.rig_parts import IMPACT_PEAK_RATIO, MONITOR_MG_PER_COUNT, HealthModel, RigPlantError
+from host.sim.rig.rig_plant import RigPlant, default_site
+from host.sim.rig.virtual_rig import RigError, VirtualRig
 from protocol import catalog
 from tests.tap_rig import NoBus, wait_until
 

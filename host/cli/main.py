@@ -21,6 +21,7 @@ from host.reports import forecast as forecast_report
 from host.reports import plan as plan_report
 from host.reports import risk
 from host.sim import tour as tour_module
+from host.sim.rig import rig_control, rig_layout
 from host.sim.rig import virtual_rig as rig
 from host.wire import framing, inspect_frames, messages
 from protocol import catalog
@@ -249,7 +250,7 @@ def tour(site_path: Path, workdir: Path | None, as_json: bool) -> None:
               help="Sources (ups-1, ups-2, ...) when no --site is given.")
 @click.option("--site", "site_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A site file (sites/demo.toml): its sources, racks, rack taps and monitor taps.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=rig.default_workdir,
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=rig_control.default_workdir,
               show_default="ibt-sim-<uid> in the temporary directory", help="Firmware, flash directories, rig.json.")
 @click.option("--baud", type=click.IntRange(1200, 4_000_000), default=115200, show_default=True)
 @click.pass_context
@@ -257,9 +258,9 @@ def sim(ctx: click.Context, n_taps: int, n_sources: int, site_path: Path | None,
     """Run a virtual rig: taps on the compiled firmware, buses A and B as ptys, until Ctrl-C."""
     if ctx.invoked_subcommand is not None:
         return
-    layout = rig.load_site_file(site_path) if site_path else (n_taps, n_sources)
+    layout = rig_layout.load_site_file(site_path) if site_path else (n_taps, n_sources)
     virtual = rig.VirtualRig(layout, workdir, baud)
-    rig.run_until_stopped(virtual, _print_rig, lambda tap, code: click.echo(
+    rig_control.run_until_stopped(virtual, _print_rig, lambda tap, code: click.echo(
         f"ibt sim: tap {tap} stopped (exit {code}); its log: {virtual.tap(tap).log}", err=True))
     click.echo("stopped")
 
@@ -290,7 +291,7 @@ def _print_rig(virtual: rig.VirtualRig) -> None:
 @click.option("--duration", "duration_s", type=float, help="Simulated seconds (plant faults); default: until cleared.")
 @click.option("--rate", type=float, help="ber, drop: probability per bit or byte.")
 @click.option("--off", is_flag=True, help="cut, babble: end it.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=rig.default_workdir,
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=rig_control.default_workdir,
               show_default="as ibt sim's")
 def sim_inject(kind: str, target: str, workdir: Path, off: bool, impulsive: bool, **values: float | None) -> None:
     """Inject a fault into the running rig: KIND lose, restore, sag, distort, overload (TARGET a
@@ -301,17 +302,17 @@ def sim_inject(kind: str, target: str, workdir: Path, off: bool, impulsive: bool
         params["on"] = False
     if impulsive:
         params["impulsive"] = True
-    rig.send_control(workdir, {"command": "inject", "kind": kind, "target": target, "params": params})
+    rig_control.send_control(workdir, {"command": "inject", "kind": kind, "target": target, "params": params})
     click.echo(f"injected {kind} on {target}")
 
 
 @sim.command("status")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=rig.default_workdir,
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=rig_control.default_workdir,
               show_default="as ibt sim's")
 @click.option("--json", "as_json", is_flag=True)
 def sim_status(workdir: Path, as_json: bool) -> None:
     """Show the running rig's sources (load, voltage, faults) and taps (which source each draws from)."""
-    state = rig.send_control(workdir, {"command": "status"})
+    state = rig_control.send_control(workdir, {"command": "status"})
     lines = [f"source {sid}: {s['load_kw']:.2f} of {s['capacity_kw']:g} kW, {s['voltage_v']:.1f} V"
              + (f", {', '.join(s['effects'])}" if s["effects"] else "") for sid, s in state["sources"].items()]
     lines += [f"tap {tid}: input {t['conducting']} ({t['source'] or 'none'}), {t['draw_kw']:.2f} kW, "

@@ -22,6 +22,7 @@ from host.model.errors import IbtError
 from host.model.site_file import TapRole, load_site_file
 from host.ops import commission, event_log, flash, operate, readings
 from host.ops.session import BusPorts, Session
+from host.sim.rig import rig_layout
 from host.sim.rig import virtual_rig as rig
 from host.store.inventory import Inventory
 
@@ -51,7 +52,7 @@ def tour(site_path: Path, workdir: Path, echo: Callable[[str], None]) -> dict[st
             flashed[tap.id] = workdir / "flash" / tap.id
             flash.flash(inventory, tap.id, sim_dir=flashed[tap.id])
     echo(f"flashed {len(flashed)} taps of site {parsed.name!r} (a fresh key each, in {db})")
-    layout = dataclasses.replace(rig.load_site_file(site_path), flashed=flashed)
+    layout = dataclasses.replace(rig_layout.load_site_file(site_path), flashed=flashed)
     with rig.VirtualRig(layout, workdir / "rig") as virtual:
         paths = virtual.bus_paths
         echo(f"virtual rig up: bus A {paths['A']}, bus B {paths['B']}, {len(virtual.taps)} rack taps, "

@@ -50,232 +50,40 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from host.model.errors import ConfigurationError
 from host.model.site import Feed, Rack, Site, Source, SourceKind, Tap
-from host.sim.rig.plant import DcBus, Load, Plant, RelaySpec, Vibration
-from host.sim.site.health import BASELINES, RIPPLE, TEMPERATURE, VIBRATION
-
-DEFAULT_HZ = 50.0
-DEFAULT_DROOP = 0.05  # the voltage a source loses at full capacity: its internal impedance
-DEFAULT_THD_PCT = 1.0  # a double-conversion UPS's output is a little distorted
-DEFAULT_UTILISATION = 0.5  # what a rack draws at start, as a fraction of its rating
-PHASES_DEG = (0.0, -120.0, 120.0)  # sources' phases cycle through L1, L2, L3 unless given
-POWER_FACTOR_LAG_DEG = 15.0  # the rack's supplies: the Load default
-# The third and fifth harmonics carry a distortion in these shares (0.6^2 + 0.8^2 = 1): THD as asked.
-_DISTORTION_SHARES = {3: 0.6, 5: 0.8}
-
-SOURCE_EFFECTS = ("lost", "sag", "distortion", "overload")
-HEALTH_EFFECTS = ("heat", "vibration", "ripple")  # seen by the source's monitor taps only
-RACK_EFFECTS = ("load",)
-
-# The monitor board's sensor scales (the firmware's mg_per_count and dc_volts_per_count
-# are derived from these, so plant and firmware agree).
-MONITOR_MG_PER_COUNT = 2.0  # the accelerometer: +-16 g over the ADC's range
-MONITOR_DC_FULL_SCALE_V = 600.0  # the DC bus divider
-MONITOR_DC_VOLTS = 400.0  # a UPS's DC link or a battery string, when the kind has one
-# A vibration's RMS as a running tone and broadband noise in these shares (0.6^2 + 0.8^2 = 1):
-# a kurtosis near 2.8, a crest factor near 3, as a healthy machine shows.
-_TONE_SHARE, _NOISE_SHARE = 0.6, 0.8
-# "impulsive": a worn bearing's impacts, each peaking at this many times the RMS, ringing down;
-# kurtosis and crest factor rise well before the RMS does.
-IMPACT_PEAK_RATIO = 5.0
-MAX_VIBRATION_MG = 2000.0  # RMS: tone, noise and impacts stay inside the accelerometer's range
-MAX_RIPPLE_FRACTION = 0.25  # of the DC bus: its peaks stay inside the divider's range
-
-
-class RigPlantError(ConfigurationError, ValueError):
-    """A fault named a source or rack the rig does not have, or a value out of range."""
-
-
-@dataclass(frozen=True)
-class Effect:
-    """An injected condition. `value`: sag -> remaining fraction, distortion -> THD
-    fraction, overload -> extra kW, load -> the rack's kW, heat -> degrees C, vibration ->
-    RMS mg (`impulsive`: with a worn bearing's impacts), ripple -> RMS fraction of the DC
-    bus. `duration_s`: simulated seconds from when each tap first sees it; None until cleared."""
-
-    serial: int
-    kind: str
-    value: float
-    duration_s: float | None = None
-    impulsive: bool = False
-
-
-@dataclass
-class HealthModel:
-    """What a source's monitor tap measures while nothing is injected: its temperature, the
-    RMS of its vibration (0: the kind has no moving parts; the accelerometer reads noise)
-    and the ripple on its DC bus (dc_volts 0: the kind has none)."""
-
-    temperature_c: float = 30.0
-    vibration_rms_mg: float = 0.0
-    ripple_fraction: float = 0.0
-    dc_volts: float = 0.0
-
-    @classmethod
-    def of_kind(cls, kind: SourceKind) -> HealthModel:
-        """The kind's no-load baseline of the site simulator's health model, so the rig's
-        sources read as the simulated ones do."""
-        table = BASELINES[kind]
-        vibration = table[VIBRATION][0]
-        ripple_pct = table[RIPPLE][0]
-        has_dc_bus = not math.isnan(ripple_pct)
-        return cls(
-            temperature_c=table[TEMPERATURE][0],
-            vibration_rms_mg=0.0 if math.isnan(vibration) else vibration,
-            ripple_fraction=ripple_pct / 100.0 if has_dc_bus else 0.0,
-            dc_volts=MONITOR_DC_VOLTS if has_dc_bus else 0.0,
-        )
-
-
-@dataclass
-class RigSource:
-    """A site source as the plant holds it: electrical data and live state."""
-
-    id: str
-    capacity_kw: float
-    v_rms: float
-    hz: float = DEFAULT_HZ
-    phase_deg: float = 0.0
-    thd_pct: float = DEFAULT_THD_PCT
-    droop: float = DEFAULT_DROOP
-    effects: dict[str, Effect] = field(default_factory=dict)
-    load_kw: float = 0.0  # the sum of the taps' last published draws
-    health: HealthModel = field(default_factory=HealthModel)  # what its monitor taps read, unless injected
-
-    def droop_scale(self, extra_kw: float) -> float:
-        """What is left of the nominal voltage under the published load plus `extra_kw`."""
-        return max(0.0, 1.0 - self.droop * (self.load_kw + extra_kw) / self.capacity_kw)
-
-
-@dataclass
-class RigRack:
-    id: str
-    rated_kw: float
-    kw: float  # what it draws at nominal voltage, unless a load effect says otherwise
-    effect: Effect | None = None
-
-
-class TapInput:
-    """One input of one tap: a shared source as this tap sees it during its current block
-    (the plant's SourceLike). Constant over a block; refreshed at each step."""
-
-    def __init__(self, source: RigSource, impedance_ohm: float) -> None:
-        self.source = source
-        self.impedance_ohm = impedance_ohm
-        self.hz = source.hz
-        self.phase_deg = source.phase_deg
-        self.v_rms = source.v_rms
-        self.level = 1.0  # fraction of nominal voltage this block
-        self.harmonics: dict[int, float] = {}
-
-    def voltage(self, t: np.ndarray) -> np.ndarray:
-        theta = 2 * math.pi * self.hz * t + math.radians(self.phase_deg)
-        wave = np.sin(theta)
-        for order, rel in self.harmonics.items():
-            wave = wave + rel * np.sin(order * theta)
-        return self.v_rms * math.sqrt(2) * self.level * wave
-
-    def scale(self, t: float) -> float:
-        return self.level
-
-
-def rack_current_a(kw: float, v_rms: float) -> float:
-    """The RMS current a rack drawing `kw` at `v_rms` takes, at the supplies' power factor."""
-    return kw * 1000.0 / (v_rms * math.cos(math.radians(POWER_FACTOR_LAG_DEG)))
-
-
-class _SharedClockPlant(Plant):
-    """A plant of the rig (rack tap or monitor): its own simulated clock, effects stamped
-    with it on first sight, and with `realtime` no running ahead of the wall clock."""
-
-    def __init__(self, rig: RigPlant, tap_id: str, sources: list[TapInput], load: Load, relays: list[RelaySpec],
-                 *, seed: int, realtime: bool, **plant_options: Any) -> None:
-        self.rig = rig
-        self.tap_id = tap_id
-        self.realtime = realtime
-        self.started: dict[int, int] = {}  # effect serial -> this tap's time (us) when it first saw it
-        self._wall_start: float | None = None
-        super().__init__(list(sources), load, relays, active=1, seed=seed, **plant_options)
-
-    def in_force(self, effect: Effect | None, now_us: int) -> bool:
-        """Whether an effect applies at this tap's time now_us: stamped on first sight."""
-        if effect is None:
-            return False
-        start = self.started.setdefault(effect.serial, now_us)
-        return effect.duration_s is None or now_us - start < round(effect.duration_s * 1e6)
-
-    def _pace(self) -> None:
-        """Sleep while the simulated clock is ahead of the wall clock by more than a few blocks."""
-        wall = time.monotonic()
-        if self._wall_start is None:
-            self._wall_start = wall - self.now_us / 1e6
-        ahead = self.now_us / 1e6 - (wall - self._wall_start)
-        if ahead > 0.005:
-            time.sleep(ahead)
-        elif ahead < -1.0:
-            self._wall_start = wall - self.now_us / 1e6  # far behind (a loaded machine): do not race to catch up
-
-
-class TapPlant(_SharedClockPlant):
-    """One tap's plant in the rig. Before each block it takes the shared state as of this
-    tap's clock; after it, it publishes its draw; with `realtime` it keeps its simulated
-    clock from running ahead of the wall clock."""
-
-    def __init__(self, rig: RigPlant, tap_id: str, rack: RigRack, inputs: list[TapInput], relays: list[RelaySpec],
-                 *, seed: int, realtime: bool, **plant_options: Any) -> None:
-        self.rack = rack
-        self.inputs = inputs
-        self.drawing: tuple[str, float] | None = None  # (source id, kW) as last published
-        self.rack_load = Load(lag_deg=POWER_FACTOR_LAG_DEG)  # its i_rms follows the rack's kW, block by block
-        super().__init__(rig, tap_id, inputs, self.rack_load, relays, seed=seed, realtime=realtime, **plant_options)
-
-    def step(self, coils: int) -> tuple[int, int, np.ndarray]:
-        self.rig.refresh(self)
-        result = super().step(coils)
-        self.rig.publish(self)
-        if self.realtime:
-            self._pace()
-        return result
-
-    def conducting_input(self) -> int:
-        """The input (1-based) whose contacts carry the rack, 0 when none does."""
-        return next((k + 1 for k, relay in enumerate(self.relays) if relay.conducting), 0)
-
-
-class MonitorPlant(_SharedClockPlant):
-    """A monitor-role tap's plant: one input, the source it is fitted to (it carries no
-    load), its board's temperature the source's, and after the current two extra
-    channels, the source's vibration and its DC bus, refreshed from the source's health
-    before each block."""
-
-    def __init__(self, rig: RigPlant, tap_id: str, source: RigSource, relay: RelaySpec,
-                 *, seed: int, realtime: bool, **plant_options: Any) -> None:
-        self.input = TapInput(source, 0.0)
-        self.vibration_rms_mg = source.health.vibration_rms_mg  # as of its latest block (tone and noise)
-        self.impulsive = False
-        self.vibration = Vibration(mg_per_count=MONITOR_MG_PER_COUNT)
-        self.dc_bus = DcBus(volts_full_scale=MONITOR_DC_FULL_SCALE_V, ripple_hz=2 * source.hz)
-        super().__init__(rig, tap_id, [self.input], Load(i_rms=0.0), [relay], seed=seed, realtime=realtime,
-                         aux=[self.vibration, self.dc_bus], **plant_options)
-
-    @property
-    def source(self) -> RigSource:
-        return self.input.source
-
-    def step(self, coils: int) -> tuple[int, int, np.ndarray]:
-        self.rig.refresh_monitor(self)
-        result = super().step(coils)
-        if self.realtime:
-            self._pace()
-        return result
+from host.sim.rig.plant import RelaySpec
+from host.sim.rig.rig_parts import (
+    DEFAULT_DROOP,
+    DEFAULT_HZ,
+    DEFAULT_THD_PCT,
+    DEFAULT_UTILISATION,
+    DISTORTION_SHARES,
+    HEALTH_EFFECTS,
+    IMPACT_PEAK_RATIO,
+    MAX_RIPPLE_FRACTION,
+    MAX_VIBRATION_MG,
+    NOISE_SHARE,
+    PHASES_DEG,
+    POWER_FACTOR_LAG_DEG,
+    TONE_SHARE,
+    Effect,
+    HealthModel,
+    MonitorPlant,
+    RigPlantError,
+    RigRack,
+    RigSource,
+    SharedClockPlant,
+    TapInput,
+    TapPlant,
+    check_range,
+    effect_data,
+    level_as_set,
+    rack_current_a,
+    same_draw,
+)
 
 
 class RigPlant:
@@ -365,12 +173,12 @@ class RigPlant:
 
     def sag(self, source_id: str, fraction: float = 0.5, duration_s: float | None = None) -> None:
         """The voltage falls to `fraction` of what it would be."""
-        _check_range("fraction", fraction, 0.0, 2.0)
+        check_range("fraction", fraction, 0.0, 2.0)
         self._set(source_id, "sag", fraction, duration_s)
 
     def distort(self, source_id: str, thd_pct: float = 10.0, duration_s: float | None = None) -> None:
         """Harmonics (3rd and 5th) of `thd_pct` total, instead of the base THD."""
-        _check_range("thd_pct", thd_pct, 0.0, 100.0)
+        check_range("thd_pct", thd_pct, 0.0, 100.0)
         self._set(source_id, "distortion", thd_pct / 100.0, duration_s)
 
     def overload(self, source_id: str, kw: float | None = None, duration_s: float | None = None) -> None:
@@ -378,7 +186,7 @@ class RigPlant:
         so the voltage droops as if the source were loaded twice over what the taps put on it."""
         source = self.source(source_id)
         extra = source.capacity_kw if kw is None else kw
-        _check_range("kw", extra, 0.0, math.inf)
+        check_range("kw", extra, 0.0, math.inf)
         self._set(source_id, "overload", extra, duration_s)
 
     def load_step(self, rack_or_tap_id: str, kw: float | None = None, fraction: float | None = None,
@@ -390,7 +198,7 @@ class RigPlant:
                 rack.effect = None
                 return
             value = kw if kw is not None else rack.rated_kw * (fraction or 0.0)
-            _check_range("kw", value, 0.0, math.inf)
+            check_range("kw", value, 0.0, math.inf)
             rack.effect = Effect(next(self._serials), "load", value, duration_s)
 
     # -- health injections: seen by the source's monitor taps at their next step -------------
@@ -400,7 +208,7 @@ class RigPlant:
         if celsius is None:
             self._clear(source_id, "heat")
             return
-        _check_range("celsius", celsius, -40.0, 150.0)
+        check_range("celsius", celsius, -40.0, 150.0)
         self._set(source_id, "heat", float(celsius), duration_s)
 
     def vibrate(self, source_id: str, rms_mg: float | None = None, impulsive: bool = False,
@@ -413,7 +221,7 @@ class RigPlant:
         if not isinstance(impulsive, bool):
             raise RigPlantError(f"impulsive must be true or false (got {impulsive!r})")
         if rms_mg is not None:
-            _check_range("rms_mg", rms_mg, 0.0, MAX_VIBRATION_MG)
+            check_range("rms_mg", rms_mg, 0.0, MAX_VIBRATION_MG)
         rms = self.source(source_id).health.vibration_rms_mg if rms_mg is None else float(rms_mg)
         self._set(source_id, "vibration", rms, duration_s, impulsive=impulsive)
 
@@ -425,7 +233,7 @@ class RigPlant:
             return
         if self.source(source_id).health.dc_volts <= 0:
             raise RigPlantError(f"source {source_id!r} has no DC bus for a ripple (a {self._kind(source_id)})")
-        _check_range("fraction", fraction, 0.0, MAX_RIPPLE_FRACTION)
+        check_range("fraction", fraction, 0.0, MAX_RIPPLE_FRACTION)
         self._set(source_id, "ripple", float(fraction), duration_s)
 
     def _kind(self, source_id: str) -> str:
@@ -448,7 +256,7 @@ class RigPlant:
              impulsive: bool = False) -> None:
         source = self._monitored(source_id) if kind in HEALTH_EFFECTS else self.source(source_id)
         if duration_s is not None:
-            _check_range("duration_s", duration_s, 0.0, math.inf)
+            check_range("duration_s", duration_s, 0.0, math.inf)
         with self._lock:
             source.effects[kind] = Effect(next(self._serials), kind, value, duration_s, impulsive)
 
@@ -483,11 +291,11 @@ class RigPlant:
             plant.impulsive = vibration.impulsive if vibration else False
             plant.dc_bus.volts = health.dc_volts
             plant.dc_bus.ripple_rms_fraction = ripple.value if ripple else health.ripple_fraction
-        plant.vibration.tone_mg = _TONE_SHARE * plant.vibration_rms_mg
-        plant.vibration.noise_mg = _NOISE_SHARE * plant.vibration_rms_mg
+        plant.vibration.tone_mg = TONE_SHARE * plant.vibration_rms_mg
+        plant.vibration.noise_mg = NOISE_SHARE * plant.vibration_rms_mg
         plant.vibration.impact_mg = IMPACT_PEAK_RATIO * plant.vibration_rms_mg if plant.impulsive else 0.0
 
-    def _see(self, plant: _SharedClockPlant, tap_input: TapInput, now_us: int) -> None:
+    def _see(self, plant: SharedClockPlant, tap_input: TapInput, now_us: int) -> None:
         source = tap_input.source
         effects = {kind: e for kind, e in source.effects.items() if plant.in_force(e, now_us)}
         if "lost" in effects:
@@ -499,7 +307,7 @@ class RigPlant:
                 level *= effects["sag"].value
             tap_input.level = level
         thd = effects["distortion"].value if "distortion" in effects else source.thd_pct / 100.0
-        tap_input.harmonics = {order: share * thd for order, share in _DISTORTION_SHARES.items()} if thd else {}
+        tap_input.harmonics = {order: share * thd for order, share in DISTORTION_SHARES.items()} if thd else {}
 
     def publish(self, plant: TapPlant) -> None:
         """Record what the tap's rack now draws, and from which source."""
@@ -509,7 +317,7 @@ class RigPlant:
             tap_input = plant.inputs[k - 1]
             kw = plant.rack_load.i_rms * tap_input.v_rms * math.cos(math.radians(POWER_FACTOR_LAG_DEG)) / 1000.0
             drawing = (tap_input.source.id, kw * tap_input.level**2)
-        if _same_draw(drawing, plant.drawing):
+        if same_draw(drawing, plant.drawing):
             return  # most blocks: skip the lock
         with self._lock:
             if plant.drawing is not None:
@@ -531,8 +339,8 @@ class RigPlant:
             sources = {
                 s.id: {
                     "capacity_kw": s.capacity_kw, "load_kw": round(max(0.0, s.load_kw), 3),
-                    "voltage_v": round(s.v_rms * _level_as_set(s), 2), "phase_deg": s.phase_deg, "hz": s.hz,
-                    "effects": {e.kind: _effect_data(e) for e in s.effects.values()},
+                    "voltage_v": round(s.v_rms * level_as_set(s), 2), "phase_deg": s.phase_deg, "hz": s.hz,
+                    "effects": {e.kind: effect_data(e) for e in s.effects.values()},
                 }
                 for s in self.sources.values()
             }
@@ -553,35 +361,6 @@ class RigPlant:
                 for tap_id, m in self.monitors.items()
             }
         return {"sources": sources, "taps": taps, "monitors": monitors}
-
-
-def _effect_data(effect: Effect) -> dict[str, Any]:
-    data: dict[str, Any] = {"value": effect.value, "duration_s": effect.duration_s}
-    if effect.impulsive:
-        data["impulsive"] = True
-    return data
-
-
-def _level_as_set(source: RigSource) -> float:
-    """The source's voltage as a fraction of nominal with its effects as injected (durations
-    aside: each tap times those on its own clock)."""
-    effects = source.effects
-    if "lost" in effects:
-        return 0.0
-    level = source.droop_scale(effects["overload"].value if "overload" in effects else 0.0)
-    return level * (effects["sag"].value if "sag" in effects else 1.0)
-
-
-def _same_draw(a: tuple[str, float] | None, b: tuple[str, float] | None) -> bool:
-    """Equal within a watt: the droop settles to a fixed point, not to identical floats."""
-    if a is None or b is None:
-        return a is b
-    return a[0] == b[0] and abs(a[1] - b[1]) < 0.001
-
-
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise RigPlantError(f"{name} must be a number within {low:g}..{high:g} (got {value!r})")
 
 
 def default_site(n_taps: int, n_sources: int, name: str = "virtual-rig") -> Site:

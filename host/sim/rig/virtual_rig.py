@@ -32,41 +32,50 @@ injections say. Their records are in `rig.monitors` and under "monitors" in rig.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 from host.build import firmware_build
 from host.model import boards
-from host.model.errors import IbtError
 from host.model.site import Site
 from host.ops import flash_records
 from host.ops.session import RIG_FILE
 from host.sim.rig.plant import ADC_MAX, RelaySpec
 from host.sim.rig.plant_server import PlantServer
-from host.sim.rig.rig_plant import MONITOR_DC_FULL_SCALE_V, MONITOR_MG_PER_COUNT, RigPlant, RigPlantError, default_site
+from host.sim.rig.rig_control import ControlServer, send_control
+from host.sim.rig.rig_layout import CONTROL_SOCKET, RigError, RigLayout, RigTap, layout_of, safe_name, unique_id_of
+from host.sim.rig.rig_parts import MONITOR_DC_FULL_SCALE_V, MONITOR_MG_PER_COUNT, RigPlantError
+from host.sim.rig.rig_plant import RigPlant
 from host.sim.rig.vbus import VirtualBus, VirtualBuses
 from protocol import catalog
 
 SIM_MAIN = "firmware.main_sim"  # run from the compiled tree, as flashed
-CONTROL_SOCKET = "control.sock"
+
+
+
+
 DEFAULT_EPOCH = 1
+
+
 START_TIMEOUT_S = 60.0  # wall-clock: generous, a loaded 2-core machine starts N interpreters slowly
+
+
 STOP_TIMEOUT_S = 10.0  # for the firmware to notice its plant link is gone, before it is terminated
+
+
 READY_SIM_S = 0.5  # each tap has run this much simulated time (its meter has windows) when start() returns
-_CONTROL_LINE_LIMIT = 1 << 16
+
+
+
 
 SOURCE_FAULTS: dict[str, tuple[str, ...]] = {
     "lose": ("duration_s",),
@@ -75,20 +84,31 @@ SOURCE_FAULTS: dict[str, tuple[str, ...]] = {
     "distort": ("thd_pct", "duration_s"),
     "overload": ("kw", "duration_s"),
 }
+
+
 # What a source's monitor taps measure (refused on a source no monitor tap is fitted to).
 HEALTH_FAULTS: dict[str, tuple[str, ...]] = {
     "heat": ("celsius", "duration_s"),
     "vibration": ("rms_mg", "impulsive", "duration_s"),
     "ripple": ("fraction", "duration_s"),
 }
+
+
 RACK_FAULTS: dict[str, tuple[str, ...]] = {"load": ("kw", "fraction", "duration_s")}
+
+
 BUS_FAULTS: dict[str, tuple[str, ...]] = {"cut": ("on",), "ber": ("rate",), "drop": ("rate",), "babble": ("on",)}
+
+
 FAULTS = {**SOURCE_FAULTS, **HEALTH_FAULTS, **RACK_FAULTS, **BUS_FAULTS}
+
 
 # The sim board in the monitor role: no board file describes one yet, so these are what
 # boards.Board.firmware_parameters() would add from a [monitor] section, with the plant's
 # sensor scales. One input, no alternates: the monitor feeds no rack.
 MONITOR_HEALTH_WINDOW = 2048  # samples per vibration and ripple window: about half a second at 4 kSPS
+
+
 MONITOR_BOARD: dict[str, Any] = {
     "role": catalog.ROLE_SOURCE_MONITOR,
     "n_inputs": 1,
@@ -100,80 +120,6 @@ MONITOR_BOARD: dict[str, Any] = {
 }
 
 
-class RigError(IbtError):
-    """The rig cannot do what was asked; the message is one line with the likely cause."""
-
-
-@dataclass(frozen=True)
-class RigTap:
-    """What the host needs to talk to one tap of the rig, and where its files are. A
-    monitor tap has no rack (""), its one input is the source it `monitors`."""
-
-    id: str
-    rack: str
-    address: int
-    unique_id: str  # hex, 8 bytes
-    key: str  # hex, 32 bytes: the tap's HMAC key
-    epoch: int
-    inputs: tuple[str, ...]  # source ids, input 1 first
-    flash: str  # the tap's flash directory
-    log: str  # what its MicroPython process printed
-    monitors: str | None = None  # a monitor tap: the source it is fitted to
-
-    @property
-    def key_bytes(self) -> bytes:
-        return bytes.fromhex(self.key)
-
-    @property
-    def unique_id_bytes(self) -> bytes:
-        return bytes.fromhex(self.unique_id)
-
-
-@dataclass(frozen=True)
-class RigLayout:
-    """The site plus what a site file adds for the rig: phases, frequency, and commissioned
-    addresses and unique ids by tap id (the rig picks its own where none is given)."""
-
-    site: Site
-    hz: float = 50.0
-    phases_deg: Mapping[str, float] | None = None
-    addresses: Mapping[str, int] | None = None
-    unique_ids: Mapping[str, bytes] | None = None
-    # A deliberately miswired feed, by tap id: the sources its inputs are really wired to,
-    # input 1 first, where the site says otherwise (commissioning must catch it).
-    wiring: Mapping[str, tuple[str, ...]] | None = None
-    # Taps flashed by the host (host/ops/flash.py, a sim board's flash directory), by tap id:
-    # their config.json and key.json come from there (an unflashed address stays unassigned,
-    # as a fresh board's does) instead of the rig's own address, epoch and fresh key.
-    flashed: Mapping[str, Path] | None = None
-    # Monitor taps, by tap id: the source each is fitted to. Their addresses and unique ids
-    # come from `addresses` and `unique_ids` as the rack taps' do.
-    monitors: Mapping[str, str] | None = None
-
-
-def load_site_file(path: Path) -> RigLayout:
-    """A rig layout from a site file (host/model/site_file.py; sites/demo.toml): its rack taps
-    and its monitor taps."""
-    from host.model import site_file  # only `--site` needs the site file reader
-
-    try:
-        parsed = site_file.load_site_file(path)
-    except OSError as exc:
-        raise RigError(f"cannot read site file {path}: {exc.strerror}") from None
-    except site_file.SiteFileError as exc:
-        more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
-        raise RigError(f"site file refused: {exc.problems[0]}{more}") from None
-    rack_taps = [t for t in parsed.taps if t.rack is not None]
-    monitor_taps = [t for t in parsed.taps if t.role == site_file.TapRole.MONITOR and t.monitors is not None]
-    taps = rack_taps + monitor_taps
-    return RigLayout(
-        parsed.site,
-        float(parsed.frequency_hz),
-        dict(parsed.phase_deg),
-        {t.id: t.address for t in taps},
-        {t.id: t.unique_id for t in taps if t.unique_id is not None},
-        monitors={t.id: t.monitors for t in monitor_taps if t.monitors is not None},
-    )
 
 
 def build_firmware(dest: Path) -> Path:
@@ -208,7 +154,7 @@ class VirtualRig:
         epoch: int = DEFAULT_EPOCH,
         start_timeout_s: float = START_TIMEOUT_S,
     ) -> None:
-        self.layout = _layout(site)
+        self.layout = layout_of(site)
         self.site = self.layout.site
         n_taps = len(self.site.racks) + len(self.layout.monitors or {})
         if n_taps > catalog.ADDR_TAP_MAX - catalog.ADDR_TAP_MIN + 1:
@@ -429,7 +375,7 @@ class VirtualRig:
         record = RigTap(
             id=tap_id, rack=rack_id,
             address=(self.layout.addresses or {}).get(tap_id, catalog.ADDR_TAP_MIN + index),
-            unique_id=(self.layout.unique_ids or {}).get(tap_id, _unique_id(self.site.name, tap_id)).hex(),
+            unique_id=(self.layout.unique_ids or {}).get(tap_id, unique_id_of(self.site.name, tap_id)).hex(),
             key=secrets.token_bytes(catalog.KEY_LEN).hex(), epoch=self.epoch,
             inputs=self.site.reachable(rack_id), flash=str(flash), log=str(home / "tap.log"),
         )
@@ -448,7 +394,7 @@ class VirtualRig:
             address = next(a for a in range(catalog.ADDR_TAP_MIN, catalog.ADDR_TAP_MAX + 1) if a not in taken)
         record = RigTap(
             id=tap_id, rack="", address=address,
-            unique_id=(self.layout.unique_ids or {}).get(tap_id, _unique_id(self.site.name, tap_id)).hex(),
+            unique_id=(self.layout.unique_ids or {}).get(tap_id, unique_id_of(self.site.name, tap_id)).hex(),
             key=secrets.token_bytes(catalog.KEY_LEN).hex(), epoch=self.epoch,
             inputs=(source_id,), flash=str(flash), log=str(home / "tap.log"), monitors=source_id,
         )
@@ -460,7 +406,7 @@ class VirtualRig:
     def _home(self, index: int, tap_id: str) -> tuple[Path, Path]:
         """The tap's directory and its flash directory, emptied: a new rig is a new fleet
         (fresh keys, no counters of a previous run)."""
-        home = self.workdir / "taps" / _safe_name(index, tap_id)
+        home = self.workdir / "taps" / safe_name(index, tap_id)
         flash = home / "flash"
         flash.mkdir(parents=True, exist_ok=True)
         for old in flash.iterdir():
@@ -570,174 +516,3 @@ def _wait_all(processes: Any, timeout: float) -> None:
     for process in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
-
-
-def _layout(site: Site | RigLayout | tuple[int, int]) -> RigLayout:
-    if isinstance(site, RigLayout):
-        return site
-    if isinstance(site, Site):
-        return RigLayout(site)
-    n_taps, n_sources = site
-    try:
-        return RigLayout(default_site(n_taps, n_sources))
-    except RigPlantError as exc:
-        raise RigError(str(exc)) from None
-
-
-def _unique_id(site_name: str, tap_id: str) -> bytes:
-    """A stable 8-byte unique id per site and tap, so a rig restarted keeps its ids."""
-    return hashlib.sha256(f"{site_name}/{tap_id}".encode()).digest()[:8]
-
-
-def _safe_name(index: int, tap_id: str) -> str:
-    kept = "".join(c if c.isalnum() or c in "-_." else "_" for c in tap_id)[:40]
-    return f"{index + 1:03d}-{kept}"
-
-
-# -- the control socket --------------------------------------------------------------------------
-
-
-class ControlServer:
-    """A Unix socket taking one JSON request per line, answering each with one JSON line;
-    one client at a time (commands are rare and quick)."""
-
-    def __init__(self, path: Path, handle: Callable[[dict[str, Any]], Any]) -> None:
-        self.path = path
-        self._handle = handle
-        self._stop = threading.Event()
-        path.unlink(missing_ok=True)
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._listener.bind(str(path))
-        except OSError as exc:
-            self._listener.close()
-            raise RigError(f"cannot listen on {path}: {exc.strerror} (a shorter --workdir path may help)") from None
-        path.chmod(0o600)
-        self._listener.listen(4)
-        self._listener.settimeout(0.2)
-
-    def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self._run, name="rig-control", daemon=True)
-        thread.start()
-        return thread
-
-    def close(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                try:
-                    connection, _ = self._listener.accept()
-                except TimeoutError:
-                    continue
-                with connection:
-                    self._serve(connection)
-        finally:
-            self._listener.close()
-            self.path.unlink(missing_ok=True)
-
-    def _serve(self, connection: socket.socket) -> None:
-        connection.settimeout(5.0)
-        buffer = b""
-        with contextlib.suppress(OSError):
-            while not self._stop.is_set():
-                chunk = connection.recv(4096)
-                if not chunk:
-                    return
-                buffer += chunk
-                if len(buffer) > _CONTROL_LINE_LIMIT:
-                    return
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    connection.sendall(json.dumps(self._answer(line)).encode() + b"\n")
-
-    def _answer(self, line: bytes) -> dict[str, Any]:
-        try:
-            request = json.loads(line)
-            if not isinstance(request, dict):
-                raise RigError("a request is a JSON object")
-            return {"ok": True, "result": self._handle(request)}
-        except (RigError, ValueError, TypeError) as exc:
-            return {"ok": False, "error": str(exc)}
-
-
-def send_control(workdir: Path, request: dict[str, Any], timeout: float = 10.0) -> Any:
-    """Send one request to the rig running in workdir; its result, or RigError with the
-    rig's one-line reason (or why no rig answered)."""
-    path = Path(workdir) / CONTROL_SOCKET
-    if not path.exists():
-        raise RigError(f"no rig running in {workdir} (no {CONTROL_SOCKET}): start one with `ibt sim`")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(str(path))
-            sock.sendall(json.dumps(request).encode() + b"\n")
-            answer = _read_line(sock)
-        except (ConnectionRefusedError, FileNotFoundError):
-            raise RigError(f"no rig running in {workdir} ({CONTROL_SOCKET} is left from a rig that stopped)") from None
-        except OSError as exc:
-            raise RigError(f"the rig in {workdir} did not answer: {exc}") from None
-    if not answer.get("ok"):
-        raise RigError(str(answer.get("error", "the rig refused the request")))
-    return answer.get("result")
-
-
-def _read_line(sock: socket.socket) -> dict[str, Any]:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise OSError("the rig closed the connection")
-        data += chunk
-    answer = json.loads(data)
-    if not isinstance(answer, dict):
-        raise OSError("not an answer")
-    return answer
-
-
-
-# -- running until interrupted (`ibt sim`) -----------------------------------------------------------
-
-
-def default_workdir() -> Path:
-    """Where `ibt sim` and `ibt sim inject` meet when no --workdir is given: one per user."""
-    return Path(tempfile.gettempdir()) / f"ibt-sim-{os.getuid()}"
-
-
-def run_until_stopped(
-    rig: VirtualRig, on_ready: Callable[[VirtualRig], None], on_dead_tap: Callable[[str, int], None]
-) -> None:
-    """Start the rig and its control socket, call on_ready, run until SIGINT or SIGTERM, then
-    stop everything. Call from the main thread. A signal during start-up interrupts it (what
-    had started is stopped); a tap process that ends meanwhile is reported once."""
-    stop = threading.Event()
-    running = False
-
-    def on_signal(signum: int, frame: object) -> None:
-        if not running:
-            raise KeyboardInterrupt  # start() stops what it started
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        rig.start()
-        rig.serve_control()
-        running = True
-        on_ready(rig)
-        reported: set[str] = set()
-        while not stop.wait(0.5):
-            for tap_id, code in rig.dead_taps().items():
-                if tap_id not in reported:
-                    reported.add(tap_id)
-                    on_dead_tap(tap_id, code)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the stopping short
-        try:
-            rig.close()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
