@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import serial
 
-from host.sim.rig.vbus import BITS_PER_BYTE, BusCounters, VirtualBus, VirtualBuses
+from host.sim.rig.vbus import VirtualBus, VirtualBuses
+from host.sim.rig.vbus_endpoints import BITS_PER_BYTE, BusCounters
 from host.wire.framing import StreamDecoder, Verdict, encode_frame
 
 WAIT = 10.0  # seconds: an upper bound for anything that should happen, never expected to be reached

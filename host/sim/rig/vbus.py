@@ -32,160 +32,25 @@ slave side, so the host closing the port does not hang up the pty and it can reo
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import fcntl
 import os
 import random
 import selectors
 import socket
-import struct
-import termios
 import threading
 import time
-import tty
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from types import TracebackType
 
-BITS_PER_BYTE = 10  # 8N1: a start bit, 8 data bits, a stop bit
-_READ_SIZE = 65536
-_TAP_OUTBOX_LIMIT = 1 << 20  # a tap process that stalls loses what is beyond this
-_HOST_OUTBOX_LIMIT = 1 << 16  # on top of the pty's own buffer: a closed port should not hoard old bytes
-_TIOCPKT = getattr(termios, "TIOCPKT", None)
-_TIOCPKT_FLUSHREAD = getattr(termios, "TIOCPKT_FLUSHREAD", 1)
-
-
-@dataclass(frozen=True)
-class BusCounters:
-    """Totals since the bus was made; slot counts are per slot, whatever the number of listeners."""
-
-    bytes_in: int  # read from the endpoints, to be driven onto the wire
-    bytes_delivered: int  # slots that reached the listeners (a babbler's included)
-    bytes_corrupted: int  # delivered slots that are not what their one driver sent: collisions, bit errors
-    bytes_dropped: int  # slots that reached nobody: the drop rate or a cut bus
-    collisions: int  # slots with more than one driver (the babbler counts as one)
-    overruns: int  # bytes a listener lost because it did not read them in time
-
-
-class _Endpoint:
-    """One transceiver: what it drives waits in `pending`, what it hears waits in `outbox`."""
-
-    outbox_limit = _TAP_OUTBOX_LIMIT
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.pending: collections.deque[tuple[float, bytearray]] = collections.deque()
-        self.outbox = bytearray()
-        self.closed = False
-        self.wants_write = False  # registered with the selector for write readiness
-
-    def fileno(self) -> int:
-        raise NotImplementedError
-
-    def read(self) -> bytes | None:
-        """Bytes the endpoint drove (b"" when none); None when its peer has gone."""
-        raise NotImplementedError
-
-    def write(self, data: bytes | bytearray) -> int:
-        """Hand over what it can of `data`; return how many bytes were taken."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def queue(self, data: bytes, now: float) -> None:
-        self.pending.append((now, bytearray(data)))
-
-    def ready(self, at: float) -> bool:
-        """Whether a byte of this endpoint's was on hand by time `at` to drive a slot starting then."""
-        return bool(self.pending) and self.pending[0][0] <= at
-
-    def take(self) -> int:
-        chunk = self.pending[0][1]
-        byte = chunk[0]
-        del chunk[:1]  # cheap: a bytearray drops bytes from its front without copying
-        if not chunk:
-            self.pending.popleft()
-        return byte
-
-
-class _HostEndpoint(_Endpoint):
-    """The pty master; the host opens the slave with pyserial."""
-
-    outbox_limit = _HOST_OUTBOX_LIMIT
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)  # no byte translated, no echo, no flow control: a binary line
-        os.set_blocking(self.master, False)
-        self.packet_mode = _TIOCPKT is not None
-        if _TIOCPKT is not None:
-            fcntl.ioctl(self.master, _TIOCPKT, struct.pack("i", 1))
-        self.path = os.ttyname(self.slave)
-
-    def fileno(self) -> int:
-        return self.master
-
-    def read(self) -> bytes | None:
-        try:
-            data = os.read(self.master, _READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return b""
-        except OSError:
-            return b""  # EIO cannot last: the bus holds the slave open itself
-        if not self.packet_mode or not data:
-            return data
-        if data[0] != 0:  # a status packet, not data
-            if data[0] & _TIOCPKT_FLUSHREAD:
-                self.outbox.clear()  # the host threw its input away; what we still hold is as stale
-            return b""
-        return data[1:]
-
-    def write(self, data: bytes | bytearray) -> int:
-        try:
-            return os.write(self.master, data)
-        except (BlockingIOError, InterruptedError):
-            return 0
-        except OSError:
-            return len(data)  # never expected with the slave held open; losing bytes beats closing the pty
-
-    def close(self) -> None:
-        for fd in (self.master, self.slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-class _TapEndpoint(_Endpoint):
-    """One tap's TCP connection."""
-
-    def __init__(self, name: str, sock: socket.socket) -> None:
-        super().__init__(name)
-        self.sock = sock
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # chunks of a few bytes go out at once
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def read(self) -> bytes | None:
-        try:
-            data = self.sock.recv(_READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return b""
-        except OSError:
-            return None
-        return data or None
-
-    def write(self, data: bytes | bytearray) -> int:
-        try:
-            return self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            return 0
-
-    def close(self) -> None:
-        self.sock.close()
+from host.sim.rig.vbus_endpoints import (
+    BITS_PER_BYTE,
+    BusCounters,
+    Endpoint,
+    HostEndpoint,
+    TapEndpoint,
+    drain,
+    probability,
+)
 
 
 class VirtualBus:
@@ -224,10 +89,10 @@ class VirtualBus:
         self._stop = False
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._taps: list[_TapEndpoint] = []
+        self._taps: list[TapEndpoint] = []
         self._tap_serial = 0
         self._selector = selectors.DefaultSelector()
-        self._host = _HostEndpoint(f"{name}:host")
+        self._host = HostEndpoint(f"{name}:host")
         self.host_path: str = self._host.path
         self._listener = socket.create_server((bind, 0), backlog=32)
         self._listener.setblocking(False)
@@ -279,12 +144,12 @@ class VirtualBus:
     def set_bit_error_rate(self, ber: float) -> None:
         """Each data bit of each slot flips with probability `ber`."""
         with self._cond:
-            self._ber = _probability(ber, "bit error rate")
+            self._ber = probability(ber, "bit error rate")
 
     def set_drop_rate(self, p: float) -> None:
         """Each slot reaches nobody with probability `p`."""
         with self._cond:
-            self._drop_rate = _probability(p, "drop rate")
+            self._drop_rate = probability(p, "drop rate")
 
     def cut(self, is_cut: bool = True) -> None:
         """A cut bus delivers nothing either way; what is driven meanwhile is lost (counted as dropped)."""
@@ -352,8 +217,8 @@ class VirtualBus:
         if fileobj is self._listener:
             self._accept()
         elif fileobj == self._wake_r:
-            _drain(self._wake_r)
-        elif isinstance(fileobj, _Endpoint) and mask & selectors.EVENT_READ:
+            drain(self._wake_r)
+        elif isinstance(fileobj, Endpoint) and mask & selectors.EVENT_READ:
             self._receive(fileobj, now)
 
     def _accept(self) -> None:
@@ -363,11 +228,11 @@ class VirtualBus:
             except (BlockingIOError, InterruptedError):
                 return
             self._tap_serial += 1
-            tap = _TapEndpoint(f"{self.name}:tap{self._tap_serial}", sock)
+            tap = TapEndpoint(f"{self.name}:tap{self._tap_serial}", sock)
             self._taps.append(tap)
             self._selector.register(tap, selectors.EVENT_READ)
 
-    def _receive(self, endpoint: _Endpoint, now: float) -> None:
+    def _receive(self, endpoint: Endpoint, now: float) -> None:
         data = endpoint.read()
         if data is None:
             self._disconnect(endpoint)
@@ -375,7 +240,7 @@ class VirtualBus:
             endpoint.queue(data, now)
             self._counts["bytes_in"] += len(data)
 
-    def _disconnect(self, endpoint: _Endpoint) -> None:
+    def _disconnect(self, endpoint: Endpoint) -> None:
         # what it already drove stays queued: those bytes were in its UART and still go out
         self._selector.unregister(endpoint)
         endpoint.close()
@@ -406,7 +271,7 @@ class VirtualBus:
             starts.append(now)
         return min(starts, default=None)
 
-    def _slot(self, drivers: list[_Endpoint]) -> None:
+    def _slot(self, drivers: list[Endpoint]) -> None:
         """Put one byte on the wire: the drivers' byte, or garbage if more than one drives."""
         sent = [d.take() for d in drivers]
         if self._babbling:
@@ -438,14 +303,14 @@ class VirtualBus:
             return 0
         return sum(1 << bit for bit in range(8) if self._rng.random() < self._ber)
 
-    def _listeners(self, drivers: list[_Endpoint]) -> Iterator[_Endpoint]:
+    def _listeners(self, drivers: list[Endpoint]) -> Iterator[Endpoint]:
         for endpoint in self._endpoints():
             if endpoint.closed:
                 continue
             if endpoint not in drivers or (self.echo and endpoint is self._host):
                 yield endpoint
 
-    def _post(self, listener: _Endpoint, value: int) -> None:
+    def _post(self, listener: Endpoint, value: int) -> None:
         if len(listener.outbox) >= listener.outbox_limit:
             self._counts["overruns"] += 1
         else:
@@ -464,14 +329,14 @@ class VirtualBus:
                 del endpoint.outbox[:sent]
             self._want_write(endpoint, bool(endpoint.outbox))
 
-    def _want_write(self, endpoint: _Endpoint, wanted: bool) -> None:
+    def _want_write(self, endpoint: Endpoint, wanted: bool) -> None:
         """Wake on write readiness only while something waits to go, so an idle bus sleeps."""
         if endpoint.wants_write != wanted:
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if wanted else 0)
             self._selector.modify(endpoint, events)
             endpoint.wants_write = wanted
 
-    def _endpoints(self) -> Iterable[_Endpoint]:
+    def _endpoints(self) -> Iterable[Endpoint]:
         return (self._host, *self._taps)
 
     def _quiet(self) -> bool:
@@ -524,17 +389,3 @@ class VirtualBuses:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def _probability(p: float, what: str) -> float:
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{what} must be within 0..1, not {p}")
-    return float(p)
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except (BlockingIOError, InterruptedError):
-        pass
