@@ -19,7 +19,8 @@ from host.bus.link import RedundantLink
 from host.bus.transport import SerialSettings, SerialTransport
 from host.client.keys import MemoryKeys
 from host.client.tap_client import TapClient
-from host.fleet.bus_fleet import HEALTH_MAX_AGE_MS, BusFleet, health_signals
+from host.fleet.bus_fleet import BusFleet
+from host.fleet.monitor_health import HEALTH_MAX_AGE_MS, health_signals
 from host.model.fleet import HealthSignals
 from host.model.site import Feed, Rack, Site, Source, SourceKind, Tap
 from host.predict.fault_monitor import FaultMonitor

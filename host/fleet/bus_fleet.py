@@ -95,7 +95,9 @@ reports what happens while it runs, not the taps' history). Events of a tap that
 not answer are collected at a later call, after other taps' later events; a time is
 the host clock when collected (never earlier than the previous event's), not when it
 happened on the tap. Events the tap overwrote before they were read are counted in
-`lost_events`; a tap whose head fell below its cursor rebooted, and is read from 0.
+`lost_events`. A tap that rebooted is read from 0 of its new boot: its STATUS
+`boot_count` changed, or (a tap that does not report one) its head fell below the cursor
+(host/ops/event_reader.py, the reader `ibt events` uses too).
 
 What goes into the log: MOVED when `move` confirms a transfer (the tap's matching
 EV_COMMAND is then skipped; an EV_COMMAND of a SWITCH this fleet did not see confirmed,
@@ -115,13 +117,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType
-from typing import Protocol
 
 import numpy as np
 
 from host.client.replies import Reply
 from host.client.tap_client import TapClient
 from host.client.tap_errors import FencedOut, TapError, TapRefused, TapTimeout
+from host.fleet.monitor_health import health_signals
+from host.fleet.routes import HasAddress, Route, input_sources, monitor_addresses, routes_for
 from host.model.arrays import frozen
 from host.model.events import EventLog
 from host.model.fleet import (
@@ -146,41 +149,25 @@ from host.wire import framing, messages
 from protocol import catalog
 
 MAX_ALTERNATES = 3  # SET_ALTERNATES carries three
+
+
 DEFAULT_TRANSFER_TIMEOUT_S = 5.0  # a planned transfer waits up to the tap's phase_wait_ms (2 s), then breaks and makes
+
+
 DEFAULT_SOURCES_MAX_AGE_S = 1.0  # `read_sources` reuses a sweep this young: one poll period
+
+
 STATUS_POLL_S = 0.02  # between the STATUS reads that wait for a transfer to end
-# A monitor's vibration and ripple values older than this are no longer the source's state
-# (its windows are about half a second; a monitor whose windows stopped reports stale ones).
-HEALTH_MAX_AGE_MS = 10_000
-_SENSOR_TEMPERATURE, _SENSOR_VIBRATION, _SENSOR_RIPPLE, _SENSOR_THD = 0x01, 0x02, 0x04, 0x08
+
 
 _SOURCE_EVENTS = {
     SourceState.FAILED: EventKind.SOURCE_FAILED,
     SourceState.TRIPPED: EventKind.SOURCE_TRIPPED,
     SourceState.EXHAUSTED: EventKind.SOURCE_EXHAUSTED,
 }
+
+
 _UNPOWERING_CODES = (catalog.EV_OVERLOAD_TRIP, catalog.EV_LOCKOUT, catalog.EV_DOWNSTREAM_FAULT)
-
-
-class HasAddress(Protocol):
-    """A tap record that carries its bus address (the rig's `RigTap`, an inventory row)."""
-
-    @property
-    def address(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class _Route:
-    """How to reach one rack: its tap's address, and the wiring of that tap's inputs."""
-
-    rack_id: str
-    address: int
-    source_of: Mapping[int, str]  # input (1-based) -> source id
-    input_of: Mapping[str, int]  # source id -> input
-
-    @property
-    def n_inputs(self) -> int:
-        return len(self.source_of)
 
 
 @dataclass
@@ -226,12 +213,12 @@ class BusFleet:
         unknown = sorted(set(self._adapters) - set(site.source_index))
         if unknown:
             raise ValueError(f"adapters for sources the site does not have: {', '.join(unknown)}")
-        self._routes = _routes(site, taps)
-        self._monitors = _monitor_addresses(site, monitors or {}, self._routes)
+        self._routes = routes_for(site, taps)
+        self._monitors = monitor_addresses(site, monitors or {}, self._routes)
         self._rack_ids = tuple(rack.id for rack in site.racks)
         self._rack_index = MappingProxyType(dict(site.rack_index))
         self._source_ids = tuple(source.id for source in site.sources)
-        self._input_source = _input_sources(site, self._routes)
+        self._input_source = input_sources(site, self._routes)
         self._log = EventLog(event_capacity)
         self._last_event_time = -math.inf
         self._harvest = {rack_id: _Harvest() for rack_id in self._rack_ids}
@@ -501,7 +488,7 @@ class BusFleet:
         elif before == SourceState.UP and status.state in _SOURCE_EVENTS:
             self._append(_SOURCE_EVENTS[status.state], source_id=source_id)
 
-    def _named(self, route: _Route, for_input: int, inputs: list[int]) -> Alternates:
+    def _named(self, route: Route, for_input: int, inputs: list[int]) -> Alternates:
         """A tap's ranking for one input (0s end it) by source: none if that input holds none."""
         ranked = []
         for k in inputs:
@@ -536,7 +523,7 @@ class BusFleet:
                 raise
         return call()
 
-    def _source_at(self, route: _Route, active_input: int) -> str | None:
+    def _source_at(self, route: Route, active_input: int) -> str | None:
         return route.source_of.get(active_input) if active_input else None
 
     def _unhealthy_by_adapter(self, target: str | None) -> Refused | None:
@@ -552,7 +539,7 @@ class BusFleet:
                 return Refused(Refusal.SOURCE_UNHEALTHY, f"source {target!r} is {state}")
         return None
 
-    def _switch_refusal(self, route: _Route, exc: TapRefused) -> Refused:
+    def _switch_refusal(self, route: Route, exc: TapRefused) -> Refused:
         if exc.outcome_unknown:
             return Refused(Refusal.NO_ANSWER, f"SWITCH: {exc.text}")
         code = exc.code
@@ -569,7 +556,7 @@ class BusFleet:
             return Refused(Refusal.UNREACHABLE_SOURCE, f"the tap has no such input: {exc.text}")
         return Refused(Refusal.NO_ANSWER, f"SWITCH: {exc.text}")
 
-    def _await_transfer(self, route: _Route, target: str | None, target_input: int) -> CommandResult:
+    def _await_transfer(self, route: Route, target: str | None, target_input: int) -> CommandResult:
         """After the ACK: STATUS until the target input is active, then Done and MOVED."""
         deadline = time.monotonic() + self.transfer_timeout_s
         last = "no STATUS answered"
@@ -593,13 +580,13 @@ class BusFleet:
                 )
             time.sleep(STATUS_POLL_S)
 
-    def _forget_alternates(self, route: _Route) -> None:
+    def _forget_alternates(self, route: Route) -> None:
         """After a SET_ALTERNATES of unknown outcome: the next read asks the tap, and the next
         set clears every other input again, as on first contact."""
         self._alternates.pop(route.rack_id, None)
         self._to_clear[route.rack_id] = set(route.source_of)
 
-    def _clear_other_rankings(self, route: _Route) -> None:
+    def _clear_other_rankings(self, route: Route) -> None:
         """Clear the rankings the fleet's model does not want; what fails is tried next time."""
         pending = self._to_clear[route.rack_id]
         for k in sorted(pending):
@@ -660,7 +647,7 @@ class BusFleet:
         for event in batch.events:
             self._translate(route, harvest, {"code": event.code, **event.data})
 
-    def _translate(self, route: _Route, harvest: _Harvest, event: Mapping[str, int]) -> None:
+    def _translate(self, route: Route, harvest: _Harvest, event: Mapping[str, int]) -> None:
         code, k = int(event["code"]), int(event["input"])
         rack_id = route.rack_id
         if code == catalog.EV_COMMAND and event["value"] == catalog.T_SWITCH:
@@ -675,95 +662,3 @@ class BusFleet:
             self._append(EventKind.RACK_UNPOWERED, rack_id, self._source_at(route, k), float(event["value"]) / 1000.0)
         else:
             self.other_events[rack_id] += 1
-
-
-def _routes(site: Site, taps: Mapping[str, int | HasAddress]) -> dict[str, _Route]:
-    """Each rack's route, from `taps` keyed by rack id or tap id; every rack needs one."""
-    tap_to_rack = {rack.tap_id: rack.id for rack in site.racks}
-    addresses: dict[str, int] = {}
-    problems: list[str] = []
-    for key, value in taps.items():
-        rack_id = key if key in site.rack_index else tap_to_rack.get(key)
-        if rack_id is None:
-            problems.append(f"{key!r} is neither a rack nor a rack's tap of the site")
-            continue
-        address = value if isinstance(value, int) else value.address
-        if not catalog.ADDR_TAP_MIN <= address <= catalog.ADDR_TAP_MAX:
-            problems.append(f"rack {rack_id!r}: address {address} is not a tap's")
-        addresses[rack_id] = address
-    missing = [rack.id for rack in site.racks if rack.id not in addresses]
-    if missing:
-        problems.append(f"no address for racks {', '.join(missing)}")
-    used: dict[int, str] = {}
-    for rack_id, address in addresses.items():
-        if address in used:
-            problems.append(f"racks {used[address]!r} and {rack_id!r} share address {address}")
-        used[address] = rack_id
-    if problems:
-        raise ValueError("; ".join(problems))
-    routes = {}
-    for rack in site.racks:
-        feeds = site.feeds_of(rack.id)
-        routes[rack.id] = _Route(
-            rack.id,
-            addresses[rack.id],
-            MappingProxyType({f.input: f.source_id for f in feeds}),
-            MappingProxyType({f.source_id: f.input for f in feeds}),
-        )
-    return routes
-
-
-def health_signals(fields: Mapping[str, int]) -> HealthSignals:
-    """A HEALTH answer's fields as the fault predictor's signals (module docstring): None
-    where the tap does not vouch for a sensor, or its window value is too old."""
-    ok = int(fields["sensors_ok"])
-    fresh = int(fields["age_ms"]) <= HEALTH_MAX_AGE_MS
-
-    def scaled(bit: int, name: str, per_unit: int, windowed: bool = True) -> float | None:
-        if not ok & bit or (windowed and not fresh):
-            return None
-        return int(fields[name]) / per_unit  # divided, not multiplied by 0.1: 520 dC is 52.0 C exactly
-
-    return HealthSignals(
-        temperature_c=scaled(_SENSOR_TEMPERATURE, "temperature_dC", 10, windowed=False),
-        vibration_rms_mg=scaled(_SENSOR_VIBRATION, "vibration_rms_mg", 1),
-        kurtosis=scaled(_SENSOR_VIBRATION, "vibration_kurtosis_milli", 1000),
-        crest_factor=scaled(_SENSOR_VIBRATION, "vibration_crest_milli", 1000),
-        ripple_pct=scaled(_SENSOR_RIPPLE, "ripple_dpct", 10),
-        thd_pct=scaled(_SENSOR_THD, "thd_dpct", 10, windowed=False),
-    )
-
-
-def _monitor_addresses(site: Site, monitors: Mapping[str, int | HasAddress],
-                       routes: Mapping[str, _Route]) -> dict[str, int]:
-    """Each monitored source's monitor address: known sources, taps' addresses, none shared
-    with a rack's tap or another monitor."""
-    problems: list[str] = []
-    racks_at = {route.address: rack_id for rack_id, route in routes.items()}
-    used: dict[int, str] = {}
-    out: dict[str, int] = {}
-    for source_id, value in monitors.items():
-        address = value if isinstance(value, int) else value.address
-        if source_id not in site.source_index:
-            problems.append(f"monitor of {source_id!r}: the site has no such source")
-        elif not catalog.ADDR_TAP_MIN <= address <= catalog.ADDR_TAP_MAX:
-            problems.append(f"monitor of {source_id!r}: address {address} is not a tap's")
-        elif address in racks_at:
-            problems.append(f"monitor of {source_id!r}: address {address} is the tap of rack {racks_at[address]!r}")
-        elif address in used:
-            problems.append(f"monitors of {used[address]!r} and {source_id!r} share address {address}")
-        else:
-            used[address] = source_id
-            out[source_id] = address
-    if problems:
-        raise ValueError("; ".join(problems))
-    return out
-
-
-def _input_sources(site: Site, routes: Mapping[str, _Route]) -> np.ndarray:
-    """The source index of every input of every rack's tap, -1 where none (the simulator's layout)."""
-    out = np.full((len(site.racks), max(site.max_inputs, 1)), -1, dtype=np.int64)
-    for r, rack in enumerate(site.racks):
-        for k, source_id in routes[rack.id].source_of.items():
-            out[r, k - 1] = site.source_index[source_id]
-    return out
