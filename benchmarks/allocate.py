@@ -65,7 +65,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from host.allocate.check import check
 from host.allocate.generate import OVERLOAD_ALLOWANCE, tight_problem
 from host.allocate.heuristic import solve_heuristic
-from host.allocate.milp import lp_bound, solve_milp
+from host.allocate.milp import solve_milp
+from host.allocate.milp_bounds import lp_bound
 from host.allocate.naive import solve_naive
 from host.allocate.problem import Problem
 from host.allocate.solution import Solution

@@ -9,7 +9,7 @@ The sites are benchmarks/allocate.py's 500 x 8 ones (tight, move budget 20). For
 2. Stage 1 again (min U, seeded as `solve_milp` seeds it), which gives the U cap that
    stage 2 works under: stage 1's U plus U_SLACK.
 3. The floor: the model without alternate variables (Hall's condition per lost source in
-   their place, `_HallModel`), fewest weighted moves with U under that cap, solved to
+   their place, `HallModel`), fewest weighted moves with U under that cap, solved to
    optimality. Every plan of the full model is a plan of this one, so its optimum is a
    lower bound on the moves of every plan.
 4. Each optimal plan of that model (HiGHS keeps up to three) with its alternates packed
@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.allocate import IMPEDANCE_OHM, LOAD_SHARE, SIZES
-from host.allocate import milp
+from host.allocate import milp, milp_model
 from host.allocate.generate import tight_problem
 
 RACKS, SOURCES = 500, 8
@@ -51,12 +51,12 @@ def study(seed: int, limit_s: float) -> str:
     solution = milp.solve_milp(problem, time_limit_s=10.0)
     solve_s = time.perf_counter() - t
 
-    model = milp._Model(problem, np.zeros(problem.n_racks, dtype=bool), elastic=False)
+    model = milp_model.Model(problem, np.zeros(problem.n_racks, dtype=bool), elastic=False)
     c_u = np.zeros(model.n_vars)
     c_u[model.u] = 1.0
     budget = milp._Budget(10.0)
     relaxed = model.solve(c_u, relax=True, time_limit_s=10.0)
-    hall = milp._HallModel(problem, model)
+    hall = milp_model.HallModel(problem, model)
     first, lower = milp._stage_one(problem, model, {}, relaxed.bound, budget, hall)
     assert first.x is not None, "the generated sites are feasible"
     u_star = float(first.x[model.u])

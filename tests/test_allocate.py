@@ -9,11 +9,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from host.allocate import milp
+from host.allocate import milp, milp_bounds
 from host.allocate.check import check
 from host.allocate.generate import tight_problem
 from host.allocate.heuristic import solve_heuristic
-from host.allocate.milp import MIN_STEP_S, RELAXED_GAP, _Budget, _HallModel, _Model, _repair, lp_bound, solve_milp
+from host.allocate.milp import MIN_STEP_S, RELAXED_GAP, _Budget, _repair, solve_milp
+from host.allocate.milp_bounds import lp_bound
+from host.allocate.milp_model import HallModel, Model
 from host.allocate.plan import Plan, make_plan, order_moves
 from host.allocate.problem import AllocationError, Policy, Problem
 from host.allocate.solution import Shortfall, Solution, Status
@@ -366,8 +368,8 @@ def test_relaxed_alternates_bound_every_plan_and_their_moves_keep_the_budget() -
     """The seed of stage 1 drops the alternates but keeps Hall's condition per lost source:
     its bound must lie below the U of any plan, and its moves within the budget."""
     problem = tight_problem(60, 4, seed=3, budget=5)
-    model = _Model(problem, np.zeros(problem.n_racks, dtype=bool), elastic=False)
-    choices, bound = _HallModel(problem, model).choose(None, time_limit_s=10.0, gap=RELAXED_GAP)
+    model = Model(problem, np.zeros(problem.n_racks, dtype=bool), elastic=False)
+    choices, bound = HallModel(problem, model).choose(None, time_limit_s=10.0, gap=RELAXED_GAP)
     assert choices
     milp_plan, heuristic_plan = solve_milp(problem, time_limit_s=10), solve_heuristic(problem)
     assert bound <= milp_plan.u + 1e-9
@@ -389,9 +391,9 @@ def test_the_moves_floor_of_the_relaxation_lies_under_the_least_moves() -> None:
     solution = solve_milp(problem, time_limit_s=30)
     assert solution.move_cost is not None and solution.move_floor is not None
     assert solution.move_floor <= solution.move_cost + 1e-9
-    model = _Model(problem, np.zeros(problem.n_racks, dtype=bool), elastic=False)
+    model = Model(problem, np.zeros(problem.n_racks, dtype=bool), elastic=False)
     c = model.move_cost()
-    hall = _HallModel(problem, model)
+    hall = HallModel(problem, model)
     _, floor = hall.choose(c[model.x0 : model.x0 + hall.n_pairs], upper_u=solution.u, time_limit_s=30, gap=0.0)
     exact = model.solve(c, upper_u=solution.u, time_limit_s=30, gap=0.0)
     assert exact.status == 0 and exact.x is not None
@@ -403,12 +405,12 @@ def test_a_cheap_plan_over_the_cap_is_repaired_under_it_for_one_more_move() -> N
     cap of 0.939; the repair brings it under the cap for at most one deferrable move more,
     and the independent checker finds the result covered."""
     problem = tight_problem(60, 4, seed=4, budget=6)
-    model = _Model(problem, np.zeros(problem.n_racks, dtype=bool), elastic=False)
+    model = Model(problem, np.zeros(problem.n_racks, dtype=bool), elastic=False)
     c_u = np.zeros(model.n_vars)
     c_u[model.u] = 1.0
     c = model.move_cost()
     u_cap = 0.9388  # stage 1's U on this site plus U_SLACK
-    choices, _ = _HallModel(problem, model).choose(c[: len(model.pr)], upper_u=u_cap, time_limit_s=30, gap=0.0)
+    choices, _ = HallModel(problem, model).choose(c[: len(model.pr)], upper_u=u_cap, time_limit_s=30, gap=0.0)
     packed = model.solve(c_u, fixed=choices[0], time_limit_s=30, gap=0.0)
     assert packed.x is not None and float(packed.x[model.u]) > u_cap + 0.005  # whole racks do not fit
     repaired = _repair(problem, model, packed.x, u_cap, 0.935, _Budget(60.0))
@@ -478,10 +480,10 @@ def test_the_shortfall_bound_is_a_lower_bound_on_what_any_plan_leaves_over() -> 
     """The elastic model's LP relaxation: 40 kW here, what the exact diagnosis finds (each
     loss leaves 20 kW over), at most the heuristic plan's shortfall; 0 on a feasible site."""
     problem = _problem([60.0, 60.0], [100.0, 100.0], [0, 1])
-    bound = milp.shortfall_bound(problem)
+    bound = milp_bounds.shortfall_bound(problem)
     assert bound == pytest.approx(sum(s.kw for s in solve_milp(problem).shortfalls)) == pytest.approx(40.0)
     assert bound <= sum(s.kw for s in solve_heuristic(problem).shortfalls) + 1e-6
-    assert milp.shortfall_bound(_problem(**SIX)) == pytest.approx(0.0, abs=1e-6)
+    assert milp_bounds.shortfall_bound(_problem(**SIX)) == pytest.approx(0.0, abs=1e-6)
     homeless = _problem([10.0, 7.0], [100.0, 100.0], [0, 1], reach=[[0, 1], [1]], risk=np.array([0.0, 0.9]))
-    assert milp.shortfall_bound(homeless) == pytest.approx(sum(s.kw for s in solve_milp(homeless).shortfalls))
-    assert milp.shortfall_bound(homeless) >= 7.0  # r1 reaches only the source being emptied
+    assert milp_bounds.shortfall_bound(homeless) == pytest.approx(sum(s.kw for s in solve_milp(homeless).shortfalls))
+    assert milp_bounds.shortfall_bound(homeless) >= 7.0  # r1 reaches only the source being emptied

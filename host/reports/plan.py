@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from host.allocate.heuristic import solve_heuristic
-from host.allocate.milp import lp_bound, shortfall_bound, solve_milp
+from host.allocate.milp import solve_milp
+from host.allocate.milp_bounds import lp_bound, shortfall_bound
 from host.allocate.plan import Plan, make_plan
 from host.allocate.plan_inputs import PlanInputs
 from host.allocate.problem import AllocationError, Policy, Problem
