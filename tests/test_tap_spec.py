@@ -9,6 +9,7 @@ settling flag of TELEMETRY. Run on the compiled firmware on MicroPython
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,14 @@ LIMITS = {
     "thd_max_dpct": 80,
 }
 ALTERNATES = {"for_input": 1, "alternate_1": 2, "alternate_2": 0, "alternate_3": 0}
+
+
+@pytest.fixture
+def tap(tmp_path: Path, mpy_tree: Path) -> Iterator[SimTap]:
+    """A sim tap on the default plant, stopped after the test."""
+    started = SimTap(tmp_path).start(mpy_tree)
+    yield started
+    started.stop()
 
 
 def _wait_healthy(tap: SimTap) -> None:
@@ -194,58 +203,50 @@ def test_an_unknown_type_with_the_auth_flag_is_refused_not_fatal(tmp_path: Path,
 # -- the duplicate cache holds accepted commands only -------------------------------------------------
 
 
-def test_replayed_old_frames_do_not_push_a_genuine_answer_out_of_the_cache(tmp_path: Path, mpy_tree: Path) -> None:
-    tap = SimTap(tmp_path).start(mpy_tree)
-    try:
-        _wait_healthy(tap)
-        # frames an eavesdropper captured, each accepted once...
-        captured = [tap.signed("SET_ALTERNATES", ALTERNATES) for _ in range(4)]
-        for frame in captured:
-            assert tap.ask(frame).type == catalog.T_ACK
-        # ... pushed out of the cache by later commands, the last of them a SWITCH
-        for _ in range(3):
-            assert tap.ask(tap.signed("SET_ALTERNATES", ALTERNATES)).type == catalog.T_ACK
-        switch = tap.signed("SWITCH", {"expected_input": 1, "target_input": 2})
-        ack = tap.ask(switch)
-        assert ack.type == catalog.T_ACK
-        tap.wait_active(2)
-        for frame in captured:  # replayed: each refused, signed, with the last accepted counter as it is now
-            refused = tap.ask(frame)
-            assert refused.fields() == {"request_type": catalog.T_SET_ALTERNATES, "error": catalog.E_REPLAY,
-                                        "detail": tap.counter}
-            assert messages.verify(refused, KEY) and not refused.flags & catalog.FLAG_CACHED
-        retry = tap.ask(switch, bus=1)  # the host's byte-identical retry of its SWITCH
-        assert retry.type == catalog.T_ACK and retry.flags & catalog.FLAG_CACHED and retry.payload == ack.payload
-        assert messages.verify(retry, KEY)
-        assert sum(1 for _, _, closed in tap.plant.commands if closed) == 1  # executed once
-    finally:
-        tap.stop()
+def test_replayed_old_frames_do_not_push_a_genuine_answer_out_of_the_cache(tap: SimTap) -> None:
+    _wait_healthy(tap)
+    # frames an eavesdropper captured, each accepted once...
+    captured = [tap.signed("SET_ALTERNATES", ALTERNATES) for _ in range(4)]
+    for frame in captured:
+        assert tap.ask(frame).type == catalog.T_ACK
+    # ... pushed out of the cache by later commands, the last of them a SWITCH
+    for _ in range(3):
+        assert tap.ask(tap.signed("SET_ALTERNATES", ALTERNATES)).type == catalog.T_ACK
+    switch = tap.signed("SWITCH", {"expected_input": 1, "target_input": 2})
+    ack = tap.ask(switch)
+    assert ack.type == catalog.T_ACK
+    tap.wait_active(2)
+    for frame in captured:  # replayed: each refused, signed, with the last accepted counter as it is now
+        refused = tap.ask(frame)
+        assert refused.fields() == {"request_type": catalog.T_SET_ALTERNATES, "error": catalog.E_REPLAY,
+                                    "detail": tap.counter}
+        assert messages.verify(refused, KEY) and not refused.flags & catalog.FLAG_CACHED
+    retry = tap.ask(switch, bus=1)  # the host's byte-identical retry of its SWITCH
+    assert retry.type == catalog.T_ACK and retry.flags & catalog.FLAG_CACHED and retry.payload == ack.payload
+    assert messages.verify(retry, KEY)
+    assert sum(1 for _, _, closed in tap.plant.commands if closed) == 1  # executed once
 
 
-def test_raise_epoch_and_short_bodies_refused_with_the_tables_detail(tmp_path: Path, mpy_tree: Path) -> None:
-    tap = SimTap(tmp_path).start(mpy_tree)
-    try:
-        mismatched = tap.signed("RAISE_EPOCH", {"new_epoch": EPOCH + 2}, epoch=EPOCH + 1)
-        refused = tap.ask(mismatched)
-        # after the raise and counter checks: the counter is spent, the answer signed and cached
-        assert refused.fields() == {"request_type": catalog.T_RAISE_EPOCH, "error": catalog.E_OUT_OF_RANGE,
-                                    "detail": 1}
-        assert messages.verify(refused, KEY)
-        again = tap.ask(mismatched, bus=1)
-        assert again.flags & catalog.FLAG_CACHED and again.payload == refused.payload
-        status = tap.ask(tap.plain("STATUS")).fields()
-        assert status["epoch"] == EPOCH and status["auth_counter"] == tap.counter
-        # a stale raise that also mismatches: STALE_EPOCH comes first, and nothing is consumed
-        stale = tap.ask(tap.signed("RAISE_EPOCH", {"new_epoch": EPOCH + 5}, epoch=EPOCH)).fields()
-        assert stale["error"] == catalog.E_STALE_EPOCH and stale["detail"] == EPOCH
-        assert tap.ask(tap.plain("STATUS")).fields()["auth_counter"] == tap.counter - 1
-        # a signed SWITCH too short to hold a trailer: the expected payload length, unsigned
-        short = bytes([catalog.VERSION, ADDRESS, catalog.ADDR_HOST, catalog.T_SWITCH, catalog.FLAG_AUTH, 9, 0, 1, 2])
-        answer = tap.ask(short)
-        assert answer.fields()["error"] == catalog.E_BAD_LENGTH and answer.fields()["detail"] == 2
-        assert answer.auth is None
-    finally:
-        tap.stop()
+def test_raise_epoch_and_short_bodies_refused_with_the_tables_detail(tap: SimTap) -> None:
+    mismatched = tap.signed("RAISE_EPOCH", {"new_epoch": EPOCH + 2}, epoch=EPOCH + 1)
+    refused = tap.ask(mismatched)
+    # after the raise and counter checks: the counter is spent, the answer signed and cached
+    assert refused.fields() == {"request_type": catalog.T_RAISE_EPOCH, "error": catalog.E_OUT_OF_RANGE,
+                                "detail": 1}
+    assert messages.verify(refused, KEY)
+    again = tap.ask(mismatched, bus=1)
+    assert again.flags & catalog.FLAG_CACHED and again.payload == refused.payload
+    status = tap.ask(tap.plain("STATUS")).fields()
+    assert status["epoch"] == EPOCH and status["auth_counter"] == tap.counter
+    # a stale raise that also mismatches: STALE_EPOCH comes first, and nothing is consumed
+    stale = tap.ask(tap.signed("RAISE_EPOCH", {"new_epoch": EPOCH + 5}, epoch=EPOCH)).fields()
+    assert stale["error"] == catalog.E_STALE_EPOCH and stale["detail"] == EPOCH
+    assert tap.ask(tap.plain("STATUS")).fields()["auth_counter"] == tap.counter - 1
+    # a signed SWITCH too short to hold a trailer: the expected payload length, unsigned
+    short = bytes([catalog.VERSION, ADDRESS, catalog.ADDR_HOST, catalog.T_SWITCH, catalog.FLAG_AUTH, 9, 0, 1, 2])
+    answer = tap.ask(short)
+    assert answer.fields()["error"] == catalog.E_BAD_LENGTH and answer.fields()["detail"] == 2
+    assert answer.auth is None
 
 
 # -- HOST_LOST is the loss of a host that was there ---------------------------------------------------
@@ -262,32 +263,26 @@ def _until_uptime(tap: SimTap, seconds: int) -> dict[str, Any]:
         time.sleep(0.02)
 
 
-def test_host_lost_rises_only_after_a_host_was_there_and_reads_are_no_sign_of_life(
-    tmp_path: Path, mpy_tree: Path
-) -> None:
-    tap = SimTap(tmp_path).start(mpy_tree)
-    try:
-        first = _until_uptime(tap, catalog.HOST_TIMEOUT_S + 2)  # polled all along, never a heartbeat
-        assert not first["alarms"] & catalog.ALARM_HOST_LOST
-        status = tap.ask(tap.plain("STATUS")).fields()
-        assert status["host_silent_s"] >= catalog.HOST_TIMEOUT_S + 1  # counted from boot
-        beat = tap.ask(tap.plain("HEARTBEAT", {"epoch": EPOCH})).fields()
-        assert tap.ask(tap.plain("STATUS")).fields()["host_silent_s"] <= 1
-        # another epoch's heartbeat and reads keep nothing alive: the alarm rises
-        tap.ask(tap.plain("HEARTBEAT", {"epoch": EPOCH + 1}))
-        lost = _until_uptime(tap, beat["uptime_s"] + catalog.HOST_TIMEOUT_S + 2)
-        assert lost["alarms"] & catalog.ALARM_HOST_LOST
-        events = tap.ask(tap.plain("READ_EVENTS", {"since": 0, "max_count": 30})).fields()["events"]
-        boot, host_lost = events[0], [e for e in events if e["code"] == catalog.EV_HOST_LOST]
-        # booted holding input 1, its configuration record intact
-        assert boot["code"] == catalog.EV_BOOT and boot["input"] == 1 and boot["value"] == 0
-        assert len(host_lost) == 1 and host_lost[0]["input"] == 1 and host_lost[0]["value"] == 0
-        assert host_lost[0]["time_ms"] > (beat["uptime_s"] + catalog.HOST_TIMEOUT_S) * 1000
-        # a signed command in the tap's epoch is a sign of life: the alarm clears
-        assert tap.ask(tap.signed("SET_ALTERNATES", ALTERNATES)).type == catalog.T_ACK
-        assert not tap.ask(tap.plain("STATUS")).fields()["alarms"] & catalog.ALARM_HOST_LOST
-    finally:
-        tap.stop()
+def test_host_lost_rises_only_after_a_host_was_there_and_reads_are_no_sign_of_life(tap: SimTap) -> None:
+    first = _until_uptime(tap, catalog.HOST_TIMEOUT_S + 2)  # polled all along, never a heartbeat
+    assert not first["alarms"] & catalog.ALARM_HOST_LOST
+    status = tap.ask(tap.plain("STATUS")).fields()
+    assert status["host_silent_s"] >= catalog.HOST_TIMEOUT_S + 1  # counted from boot
+    beat = tap.ask(tap.plain("HEARTBEAT", {"epoch": EPOCH})).fields()
+    assert tap.ask(tap.plain("STATUS")).fields()["host_silent_s"] <= 1
+    # another epoch's heartbeat and reads keep nothing alive: the alarm rises
+    tap.ask(tap.plain("HEARTBEAT", {"epoch": EPOCH + 1}))
+    lost = _until_uptime(tap, beat["uptime_s"] + catalog.HOST_TIMEOUT_S + 2)
+    assert lost["alarms"] & catalog.ALARM_HOST_LOST
+    events = tap.ask(tap.plain("READ_EVENTS", {"since": 0, "max_count": 30})).fields()["events"]
+    boot, host_lost = events[0], [e for e in events if e["code"] == catalog.EV_HOST_LOST]
+    # booted holding input 1, its configuration record intact
+    assert boot["code"] == catalog.EV_BOOT and boot["input"] == 1 and boot["value"] == 0
+    assert len(host_lost) == 1 and host_lost[0]["input"] == 1 and host_lost[0]["value"] == 0
+    assert host_lost[0]["time_ms"] > (beat["uptime_s"] + catalog.HOST_TIMEOUT_S) * 1000
+    # a signed command in the tap's epoch is a sign of life: the alarm clears
+    assert tap.ask(tap.signed("SET_ALTERNATES", ALTERNATES)).type == catalog.T_ACK
+    assert not tap.ask(tap.plain("STATUS")).fields()["alarms"] & catalog.ALARM_HOST_LOST
 
 
 # -- TELEMETRY: the state and the values of one window -------------------------------------------------
@@ -319,40 +314,32 @@ def test_values_from_a_window_across_a_source_loss_are_flagged_settling(tmp_path
 # -- capture details -----------------------------------------------------------------------------------
 
 
-def test_capture_refusals_name_the_field_and_the_capture_held(tmp_path: Path, mpy_tree: Path) -> None:
-    tap = SimTap(tmp_path).start(mpy_tree)
-    try:
-        none_held = tap.ask(tap.plain("CAPTURE_INFO", {"capture_id": 7})).fields()
-        assert none_held["error"] == catalog.E_NO_CAPTURE and none_held["detail"] == catalog.NO_CAPTURE_HELD
-        read = tap.ask(tap.plain("CAPTURE_READ", {"capture_id": 7, "offset": 0, "length": 255})).fields()
-        assert read["error"] == catalog.E_NO_CAPTURE and read["detail"] == catalog.NO_CAPTURE_HELD
-        bad_trigger = tap.ask(tap.plain("CAPTURE_START", {"capture_id": 7, "trigger": 5, "cycles": 2})).fields()
-        assert bad_trigger["error"] == catalog.E_OUT_OF_RANGE and bad_trigger["detail"] == 2
-        too_long = tap.ask(tap.plain("CAPTURE_START", {"capture_id": 7, "trigger": 0, "cycles": 0})).fields()
-        assert too_long["error"] == catalog.E_OUT_OF_RANGE and too_long["detail"] == 3
-        assert tap.ask(tap.plain("CAPTURE_START", {"capture_id": 7, "trigger": 0, "cycles": 2})).type != catalog.T_NAK
-        other = tap.ask(tap.plain("CAPTURE_INFO", {"capture_id": 8})).fields()
-        assert other["error"] == catalog.E_NO_CAPTURE and other["detail"] == 7
-    finally:
-        tap.stop()
+def test_capture_refusals_name_the_field_and_the_capture_held(tap: SimTap) -> None:
+    none_held = tap.ask(tap.plain("CAPTURE_INFO", {"capture_id": 7})).fields()
+    assert none_held["error"] == catalog.E_NO_CAPTURE and none_held["detail"] == catalog.NO_CAPTURE_HELD
+    read = tap.ask(tap.plain("CAPTURE_READ", {"capture_id": 7, "offset": 0, "length": 255})).fields()
+    assert read["error"] == catalog.E_NO_CAPTURE and read["detail"] == catalog.NO_CAPTURE_HELD
+    bad_trigger = tap.ask(tap.plain("CAPTURE_START", {"capture_id": 7, "trigger": 5, "cycles": 2})).fields()
+    assert bad_trigger["error"] == catalog.E_OUT_OF_RANGE and bad_trigger["detail"] == 2
+    too_long = tap.ask(tap.plain("CAPTURE_START", {"capture_id": 7, "trigger": 0, "cycles": 0})).fields()
+    assert too_long["error"] == catalog.E_OUT_OF_RANGE and too_long["detail"] == 3
+    assert tap.ask(tap.plain("CAPTURE_START", {"capture_id": 7, "trigger": 0, "cycles": 2})).type != catalog.T_NAK
+    other = tap.ask(tap.plain("CAPTURE_INFO", {"capture_id": 8})).fields()
+    assert other["error"] == catalog.E_NO_CAPTURE and other["detail"] == 7
 
 
-def test_field_refusals_name_the_field_and_a_wrong_length_spends_its_counter(tmp_path: Path, mpy_tree: Path) -> None:
-    tap = SimTap(tmp_path).start(mpy_tree)
-    try:
-        _wait_healthy(tap)
-        address = tap.ask(tap.signed("ASSIGN_ADDRESS", {"unique_id": UNIQUE_ID, "address": 250})).fields()
-        assert address["error"] == catalog.E_OUT_OF_RANGE and address["detail"] == 2
-        target = tap.ask(tap.signed("SWITCH", {"expected_input": 1, "target_input": 3})).fields()
-        assert target["error"] == catalog.E_OUT_OF_RANGE and target["detail"] == 2
-        tap.counter += 1
-        short = messages.sign(messages.Frame(ADDRESS, 0, catalog.T_SWITCH, tap.next_seq(), b"\x01"), KEY, EPOCH,
-                              tap.counter)
-        refused = tap.ask(short)
-        assert refused.fields()["error"] == catalog.E_BAD_LENGTH and refused.fields()["detail"] == 2
-        assert messages.verify(refused, KEY)  # the tag checked out: signed
-        assert tap.ask(tap.plain("STATUS")).fields()["auth_counter"] == tap.counter  # spent
-        retry = tap.ask(short, bus=1)
-        assert retry.flags & catalog.FLAG_CACHED and retry.payload == refused.payload
-    finally:
-        tap.stop()
+def test_field_refusals_name_the_field_and_a_wrong_length_spends_its_counter(tap: SimTap) -> None:
+    _wait_healthy(tap)
+    address = tap.ask(tap.signed("ASSIGN_ADDRESS", {"unique_id": UNIQUE_ID, "address": 250})).fields()
+    assert address["error"] == catalog.E_OUT_OF_RANGE and address["detail"] == 2
+    target = tap.ask(tap.signed("SWITCH", {"expected_input": 1, "target_input": 3})).fields()
+    assert target["error"] == catalog.E_OUT_OF_RANGE and target["detail"] == 2
+    tap.counter += 1
+    short = messages.sign(messages.Frame(ADDRESS, 0, catalog.T_SWITCH, tap.next_seq(), b"\x01"), KEY, EPOCH,
+                          tap.counter)
+    refused = tap.ask(short)
+    assert refused.fields()["error"] == catalog.E_BAD_LENGTH and refused.fields()["detail"] == 2
+    assert messages.verify(refused, KEY)  # the tag checked out: signed
+    assert tap.ask(tap.plain("STATUS")).fields()["auth_counter"] == tap.counter  # spent
+    retry = tap.ask(short, bus=1)
+    assert retry.flags & catalog.FLAG_CACHED and retry.payload == refused.payload
