@@ -114,7 +114,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType
 
@@ -123,6 +122,7 @@ import numpy as np
 from host.client.replies import Reply
 from host.client.tap_client import TapClient
 from host.client.tap_errors import FencedOut, TapError, TapRefused, TapTimeout
+from host.fleet.event_harvest import EventHarvest
 from host.fleet.monitor_health import health_signals
 from host.fleet.routes import HasAddress, Route, input_sources, monitor_addresses, routes_for
 from host.model.arrays import frozen
@@ -143,8 +143,6 @@ from host.model.fleet import (
 )
 from host.model.site import Availability, Site
 from host.model.sources import Alarm, SourceAdapter, SourceState
-from host.ops import event_reader as tap_events
-from host.store.records import EventCursor
 from host.wire import framing, messages
 from protocol import catalog
 
@@ -168,14 +166,6 @@ _SOURCE_EVENTS = {
 
 
 _UNPOWERING_CODES = (catalog.EV_OVERLOAD_TRIP, catalog.EV_LOCKOUT, catalog.EV_DOWNSTREAM_FAULT)
-
-
-@dataclass
-class _Harvest:
-    """Where this fleet is in one tap's event log."""
-
-    cursor: EventCursor | None = None  # where the next events are; None: not yet contacted
-    confirmed_moves: int = 0  # moves confirmed by STATUS whose EV_COMMAND is yet to be collected
 
 
 class BusFleet:
@@ -221,7 +211,6 @@ class BusFleet:
         self._input_source = input_sources(site, self._routes)
         self._log = EventLog(event_capacity)
         self._last_event_time = -math.inf
-        self._harvest = {rack_id: _Harvest() for rack_id in self._rack_ids}
         self._alternates: dict[str, Alternates] = {}  # what this fleet last had acknowledged
         self._to_clear: dict[str, set[int]] = {
             rack_id: set(route.source_of) for rack_id, route in self._routes.items()
@@ -232,8 +221,10 @@ class BusFleet:
         self.unanswered: frozenset[str] = frozenset()  # racks whose tap did not answer the last sweep
         self.errors: dict[str, str] = {}  # rack -> why its tap did not answer, last sweep
         self.monitor_errors: dict[str, str] = {}  # source -> why its monitor gave no signals, last read_sources
-        self.lost_events: dict[str, int] = dict.fromkeys(self._rack_ids, 0)
-        self.other_events: dict[str, int] = dict.fromkeys(self._rack_ids, 0)
+        self._events_in = EventHarvest(self._client, self._routes, self._rack_ids, self._source_at, self._append,
+                                       self._draw)
+        self.lost_events = self._events_in.lost_events  # per rack: overwritten before they were read
+        self.other_events = self._events_in.other_events  # per rack: tap events the fleet log has no kind for
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -349,7 +340,7 @@ class BusFleet:
 
     def read_events(self, since: int, max_count: int = 1000) -> EventPage:
         for rack_id in self._rack_ids:
-            self._collect(rack_id)
+            self._events_in.collect(rack_id)
         return self._log.read(since, max_count)
 
     # -- commands -------------------------------------------------------------------------
@@ -364,7 +355,7 @@ class BusFleet:
             if target not in route.input_of:
                 return Refused(Refusal.UNREACHABLE_SOURCE, f"no input of rack {rack_id!r} reaches {target!r}")
         self._latest = None  # whatever happens next, the last sweep may no longer be the truth
-        self._ensure_cursor(rack_id)
+        self._events_in.ensure_cursor(rack_id)
         try:
             status = self._client.status(route.address)
         except TapError as exc:
@@ -404,7 +395,7 @@ class BusFleet:
             return Refused(Refusal.NO_ANSWER, str(exc))
         for_input = route.input_of[for_source]
         inputs = [route.input_of[s] for s in ranked]
-        self._ensure_cursor(rack_id)
+        self._events_in.ensure_cursor(rack_id)
         try:
             self._signed(lambda: self._client.set_alternates(route.address, for_input, inputs))
         except FencedOut:  # before TapRefused, which it is: not one command refused, all of them
@@ -567,7 +558,7 @@ class BusFleet:
                 last = str(exc)
             else:
                 if status.active_input == target_input:
-                    self._harvest[route.rack_id].confirmed_moves += 1
+                    self._events_in.confirm_move(route.rack_id)
                     draw = self._draw[route.rack_id]
                     self._append(EventKind.MOVED, route.rack_id, target, 0.0 if math.isnan(draw) else draw)
                     return Done(changed=True)
@@ -606,59 +597,3 @@ class BusFleet:
         t = max(self._clock(), self._last_event_time)  # indices and times rise together
         self._last_event_time = t
         self._log.append(t, kind, rack_id, source_id, value)
-
-    def _ensure_cursor(self, rack_id: str) -> bool:
-        """Set the tap's cursor at its head on first contact; False if it did not answer."""
-        harvest = self._harvest[rack_id]
-        if harvest.cursor is not None:
-            return True
-        try:
-            reply = self._client.read_events(self._routes[rack_id].address, 0, 0)
-        except TapError:
-            return False
-        harvest.cursor = EventCursor(next_seq=int(reply.fields["head"]))  # what happens from now on
-        try:
-            harvest.cursor.boot = self._boot_count(self._routes[rack_id].address) or 1
-        except TapError:
-            harvest.cursor = None
-            return False
-        return True
-
-    def _boot_count(self, address: int) -> int | None:
-        """The tap's boot count (STATUS, protocol minor 3), which names its event log's boot."""
-        boot_count = self._client.status(address).fields.get("boot_count")
-        return None if boot_count is None else int(boot_count)
-
-    def _collect(self, rack_id: str) -> None:
-        """Everything the tap logged since the cursor, into the host log."""
-        if not self._ensure_cursor(rack_id):
-            return
-        harvest = self._harvest[rack_id]
-        route = self._routes[rack_id]
-        assert harvest.cursor is not None
-        try:
-            batch = tap_events.read_new(partial(self._client.read_events, route.address), harvest.cursor,
-                                        self._boot_count(route.address))
-        except TapError:
-            return  # collected at a later call
-        if batch.rebooted:
-            harvest.confirmed_moves = 0  # their EV_COMMANDs went with the old boot's log
-        self.lost_events[rack_id] += batch.lost
-        for event in batch.events:
-            self._translate(route, harvest, {"code": event.code, **event.data})
-
-    def _translate(self, route: Route, harvest: _Harvest, event: Mapping[str, int]) -> None:
-        code, k = int(event["code"]), int(event["input"])
-        rack_id = route.rack_id
-        if code == catalog.EV_COMMAND and event["value"] == catalog.T_SWITCH:
-            if harvest.confirmed_moves > 0:
-                harvest.confirmed_moves -= 1  # logged as MOVED when `move` confirmed it
-                return
-            self._append(EventKind.MOVED, rack_id, self._source_at(route, k))
-        elif code == catalog.EV_TRANSFER:
-            draw = self._draw[rack_id]
-            self._append(EventKind.TRANSFER, rack_id, self._source_at(route, k), 0.0 if math.isnan(draw) else draw)
-        elif code in _UNPOWERING_CODES:
-            self._append(EventKind.RACK_UNPOWERED, rack_id, self._source_at(route, k), float(event["value"]) / 1000.0)
-        else:
-            self.other_events[rack_id] += 1
