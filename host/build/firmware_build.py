@@ -4,11 +4,12 @@ MicroPython unix port that runs them in tests and benchmarks."""
 
 from __future__ import annotations
 
-from host.model.errors import IbtError
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from host.model.errors import IbtError
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("protocol", "firmware")  # what goes onto a board, and nothing of host/
