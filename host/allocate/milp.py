@@ -68,50 +68,20 @@ from host.model.arrays import FloatArray
 from host.model.site import Priority
 
 U_TOLERANCE = 1e-6  # stage 2 may exceed stage 1's U by this much (numerical slack)
-
-
 U_SLACK = 2e-3  # stage 2 may give up this share of U for fewer moves
-
-
 MOVE_SLACK = 0.45  # stage 2 stops once proven within this of the least cost: below one move, above the tie-breakers
-
-
 STAGE_ONE_SHARE = 0.7  # stage 1 ends by this share of the time limit at the latest; stage 2 has the rest
-
-
 RELAXED_SHARE = 0.25  # of the time limit for the relaxed-alternates solve that seeds stage 1: a start, not a proof
-
-
 FLOOR_SHARE = 0.1  # of the time limit for stage 2's relaxed-alternates solve: a floor under the moves
-
-
 MIN_STEP_S = 0.05  # a step late in the budget still gets this long: HiGHS returns its start, or a plan
-
-
 RELAXED_GAP = 1e-3  # it stops once its U is proven within 0.1%: packing loses more than that anyway
-
-
 PACK_SHARE = 0.1  # of the time limit for each packing (they take 0.02-2 s at 500 x 8)
-
-
 POLISH_SHARE = 1 / 6  # of the time limit for each round of polishing around the bottleneck
-
-
 POLISH_ROUNDS = 6  # rounds at most: each moves the bottleneck, and one to three rounds sufficed at 500 x 8
-
-
 REPAIR_EXTRA = (1.0, 2.0, 4.0)  # weighted moves a repair may add: one deferrable, one normal, one critical move
-
-
 REPAIR_SHARE = 0.1  # of the time limit for each round of a repair
-
-
 REPAIR_ROUNDS = 3  # rounds at most per added cost
-
-
 REPAIR_MIN_SHARE = 0.2  # of the time limit left, at least, for a repair to be tried
-
-
 BOUND_MARGIN = 1e-7  # a lower bound on U handed back to HiGHS is lowered by this share (its own tolerances)
 
 

@@ -21,20 +21,10 @@ from host.allocate.problem import Problem
 from host.model.arrays import BoolArray, FloatArray, IntArray
 
 LOSS_SHARE = 0.3  # the whole loss tie-breaker is worth at most this share of one move
-
-
 THD_SHARE = 0.2  # and the THD one this share
-
-
 U_GAP = 5e-3  # stage 1 stops once U is proven within 0.5% of the best: proving a min-max exactly costs far more
-
-
 PACK_TRIES = 3  # the relaxation's plans whose alternates are packed exactly, for a start
-
-
 HALL_ALL = 10  # Hall rows for every set of survivors up to this many sources (2^(n-1) per lost source)
-
-
 HALL_MAX = 3  # above it, sets of up to this many survivors (a generated rack reaches at most 3 others)
 
 

@@ -9,9 +9,9 @@ from host.model.errors import EXIT_CODES, IbtError
 
 
 def one_line(exc: IbtError) -> str:
-    what = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    cause = exc.cause
-    return f"{what} ({cause})" if cause and cause not in what else what
+    text = str(exc).strip()
+    what = text.splitlines()[0] if text else type(exc).__name__
+    return f"{what} ({exc.cause})" if exc.cause and exc.cause not in what else what
 
 
 class IbtCommandError(click.ClickException):

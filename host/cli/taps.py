@@ -59,11 +59,6 @@ def json_option(function: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(function)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 @contextmanager
 def _session(db: Path | None, bus_a: str | None = None, bus_b: str | None = None, baud: int = catalog.DEFAULT_BAUD,
              rig_dir: Path | None = None, *, buses: bool = True, create: bool = False) -> Iterator[Session]:

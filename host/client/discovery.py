@@ -16,14 +16,8 @@ from host.wire.messages import Frame
 from protocol import catalog
 
 SCOPE_UNADDRESSED = 0  # DISCOVER: only taps that have no address yet
-
-
 SCOPE_ALL = 1  # DISCOVER: every tap in the range
-
-
 UID_MIN = bytes(8)
-
-
 UID_MAX = b"\xff" * 8
 
 

@@ -147,17 +147,9 @@ from host.wire import framing, messages
 from protocol import catalog
 
 MAX_ALTERNATES = 3  # SET_ALTERNATES carries three
-
-
 DEFAULT_TRANSFER_TIMEOUT_S = 5.0  # a planned transfer waits up to the tap's phase_wait_ms (2 s), then breaks and makes
-
-
 DEFAULT_SOURCES_MAX_AGE_S = 1.0  # `read_sources` reuses a sweep this young: one poll period
-
-
 STATUS_POLL_S = 0.02  # between the STATUS reads that wait for a transfer to end
-
-
 _SOURCE_EVENTS = {
     SourceState.FAILED: EventKind.SOURCE_FAILED,
     SourceState.TRIPPED: EventKind.SOURCE_TRIPPED,

@@ -52,16 +52,13 @@ class EventHarvest:
         harvest = self._harvest[rack_id]
         if harvest.cursor is not None:
             return True
+        address = self._routes[rack_id].address
         try:
-            reply = self._client.read_events(self._routes[rack_id].address, 0, 0)
+            boot = self._boot_count(address)  # first, so that the head read next is of this boot
+            head = int(self._client.read_events(address, 0, 0).fields["head"])
         except TapError:
             return False
-        harvest.cursor = EventCursor(next_seq=int(reply.fields["head"]))  # what happens from now on
-        try:
-            harvest.cursor.boot = self._boot_count(self._routes[rack_id].address) or 1
-        except TapError:
-            harvest.cursor = None
-            return False
+        harvest.cursor = EventCursor(boot=boot or 1, next_seq=head)  # what happens from now on
         return True
 
     def _boot_count(self, address: int) -> int | None:

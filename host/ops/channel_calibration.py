@@ -29,8 +29,6 @@ from host.store.records import TapInfo
 from protocol import catalog
 
 CALIBRATION_SETTLE_S = 2  # tap uptime to let pass after SET_CALIBRATION: at least 1 s of new meter windows
-
-
 CALIBRATION_READ_GAP_S = 0.2  # between the TELEMETRY reads of a calibration: a new meter window (10 cycles) each
 
 

@@ -18,24 +18,20 @@ from protocol import catalog
 
 T = TypeVar("T")
 
-
 PROTECTION_NAMES = {catalog.PROT_NORMAL: "normal", catalog.PROT_PICKUP: "pickup", catalog.PROT_TRIPPED: "tripped",
                     catalog.PROT_LOCKOUT: "lockout", catalog.PROT_DOWNSTREAM_FAULT: "downstream fault",
                     catalog.PROT_CHATTER: "chatter"}
-
 
 ALARM_NAMES = {catalog.ALARM_HOST_LOST: "host lost", catalog.ALARM_OVERTEMPERATURE: "over-temperature",
                catalog.ALARM_RELAY_MISMATCH: "relay mismatch", catalog.ALARM_AUTH_FAILURES: "auth failures",
                catalog.ALARM_NO_HEALTHY_ALTERNATE: "no healthy alternate", catalog.ALARM_UNCALIBRATED: "uncalibrated",
                catalog.ALARM_BUS_A_SILENT: "bus A silent", catalog.ALARM_BUS_B_SILENT: "bus B silent"}
 
-
 EVENT_NAMES = {catalog.EV_BOOT: "boot", catalog.EV_SOURCE_LOST: "source lost", catalog.EV_TRANSFER: "transfer",
                catalog.EV_OVERLOAD_TRIP: "overload trip", catalog.EV_LOCKOUT: "lockout",
                catalog.EV_DOWNSTREAM_FAULT: "downstream fault", catalog.EV_COMMAND: "command",
                catalog.EV_AUTH_FAILURE: "auth failure", catalog.EV_HOST_LOST: "host lost",
                catalog.EV_RELAY_MISMATCH: "relay mismatch"}
-
 
 PATIENCE_S = 20.0
 

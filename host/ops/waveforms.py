@@ -17,8 +17,6 @@ from host.ops.session import OperatorError, Session, tap_address
 from protocol import catalog
 
 CAPTURE_CHUNK = 240
-
-
 HARMONICS = 15
 
 

@@ -18,43 +18,19 @@ Scalar = TypeVar("Scalar", bound=np.generic)
 
 
 DAY_S = 86_400.0
-
-
 # Fourier pairs unless configured: the shortest season's shape resolved to 1/16 of it (a
 # daily profile to 1.5 h), the longer ones' to 1/40 (a weekly profile to about 4 h).
 SHORTEST_SEASON_HARMONICS = 16
-
-
 LONGER_SEASON_HARMONICS = 40
-
-
 HUBER_ITERATIONS = 10  # pseudo-observation passes at most (see HUBER_TOLERANCE)
-
-
 HUBER_TOLERANCE = 1e-3  # in sigmas: a pass that moves no fitted value more than this ends the fit
-
-
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
-
-
 OUTLIER_SIGMAS = 5.0  # a sample sticking out from both neighbours by this many sigmas is a spike
-
-
 MIN_OBS_PER_PARAM = 4  # valid samples the model needs per fitted parameter
-
-
 MIN_ROWS_PER_FEATURE = 10  # rows a residual regression needs per feature
-
-
 BATCH_ELEMENTS = 2_000_000  # features solved together at most (16 MB of float64)
-
-
 CLEANING_PASSES = 3  # one-step passes over gaps and spikes in the residuals
-
-
 SCALE_SAMPLES = 2000  # samples a robust scale is estimated from
-
-
 MIN_REL_SPREAD = 0.05  # the fallbacks' spread is at least this share of the mean level
 
 

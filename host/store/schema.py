@@ -10,20 +10,10 @@ from host.store.records import InventoryError
 from protocol import catalog
 
 APPLICATION_ID = 0x49425431  # "IBT1": marks the file as an inventory
-
-
 KEY_BYTES = 32
-
-
 COUNTER_MAX = 0xFFFF_FFFF  # the trailer's counter is a u32
-
-
 FIRST_COUNTER = 1  # a fresh tap has accepted counter 0; the first signed command may use any counter >= 1
-
-
 BUSY_TIMEOUT_S = 10.0
-
-
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 

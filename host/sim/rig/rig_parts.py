@@ -23,41 +23,19 @@ if TYPE_CHECKING:  # the plants of one tap know the rig they run in, which is bu
 
 
 DEFAULT_DROOP = 0.05  # the voltage a source loses at full capacity: its internal impedance
-
-
 DEFAULT_THD_PCT = 1.0  # a double-conversion UPS's output is a little distorted
-
-
 DEFAULT_UTILISATION = 0.5  # what a rack draws at start, as a fraction of its rating
-
-
 PHASES_DEG = (0.0, -120.0, 120.0)  # sources' phases cycle through L1, L2, L3 unless given
-
-
 POWER_FACTOR_LAG_DEG = 15.0  # the rack's supplies: the Load default
-
-
 # The third and fifth harmonics carry a distortion in these shares (0.6^2 + 0.8^2 = 1): THD as asked.
 DISTORTION_SHARES = {3: 0.6, 5: 0.8}
-
-
 SOURCE_EFFECTS = ("lost", "sag", "distortion", "overload")
-
-
 HEALTH_EFFECTS = ("heat", "vibration", "ripple")  # seen by the source's monitor taps only
-
-
 RACK_EFFECTS = ("load",)
-
-
 # The monitor board's sensor scales (the firmware's mg_per_count and dc_volts_per_count
 # are derived from these, so plant and firmware agree).
 MONITOR_MG_PER_COUNT = 2.0  # the accelerometer: +-16 g over the ADC's range
-
-
 MONITOR_DC_FULL_SCALE_V = 600.0  # the DC bus divider
-
-
 MONITOR_DC_VOLTS = 400.0  # a UPS's DC link or a battery string, when the kind has one
 
 
@@ -69,11 +47,7 @@ TONE_SHARE, NOISE_SHARE = 0.6, 0.8
 # "impulsive": a worn bearing's impacts, each peaking at this many times the RMS, ringing down;
 # kurtosis and crest factor rise well before the RMS does.
 IMPACT_PEAK_RATIO = 5.0
-
-
 MAX_VIBRATION_MG = 2000.0  # RMS: tone, noise and impacts stay inside the accelerometer's range
-
-
 MAX_RIPPLE_FRACTION = 0.25  # of the DC bus: its peaks stay inside the divider's range
 
 

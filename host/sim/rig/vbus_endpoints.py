@@ -14,20 +14,10 @@ import tty
 from dataclasses import dataclass
 
 BITS_PER_BYTE = 10  # 8N1: a start bit, 8 data bits, a stop bit
-
-
 READ_SIZE = 65536
-
-
 TAP_OUTBOX_LIMIT = 1 << 20  # a tap process that stalls loses what is beyond this
-
-
 HOST_OUTBOX_LIMIT = 1 << 16  # on top of the pty's own buffer: a closed port should not hoard old bytes
-
-
 TIOCPKT = getattr(termios, "TIOCPKT", None)
-
-
 TIOCPKT_FLUSHREAD = getattr(termios, "TIOCPKT_FLUSHREAD", 1)
 
 

@@ -59,22 +59,10 @@ from host.sim.rig.vbus import VirtualBus, VirtualBuses
 from protocol import catalog
 
 SIM_MAIN = "firmware.main_sim"  # run from the compiled tree, as flashed
-
-
-
-
 DEFAULT_EPOCH = 1
-
-
 START_TIMEOUT_S = 60.0  # wall-clock: generous, a loaded 2-core machine starts N interpreters slowly
-
-
 STOP_TIMEOUT_S = 10.0  # for the firmware to notice its plant link is gone, before it is terminated
-
-
 READY_SIM_S = 0.5  # each tap has run this much simulated time (its meter has windows) when start() returns
-
-
 
 
 SOURCE_FAULTS: dict[str, tuple[str, ...]] = {
@@ -101,8 +89,6 @@ BUS_FAULTS: dict[str, tuple[str, ...]] = {"cut": ("on",), "ber": ("rate",), "dro
 
 
 FAULTS = {**SOURCE_FAULTS, **HEALTH_FAULTS, **RACK_FAULTS, **BUS_FAULTS}
-
-
 # The sim board in the monitor role: no board file describes one yet, so these are what
 # boards.Board.firmware_parameters() would add from a [monitor] section, with the plant's
 # sensor scales. One input, no alternates: the monitor feeds no rack.
@@ -118,8 +104,6 @@ MONITOR_BOARD: dict[str, Any] = {
     "dc_volts_per_count": MONITOR_DC_FULL_SCALE_V / ADC_MAX,
     "default_alternates": [0, 0, 0],
 }
-
-
 
 
 def build_firmware(dest: Path) -> Path:
