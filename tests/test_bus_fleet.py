@@ -29,6 +29,7 @@ from host.model.site import Feed, Rack, Site, Source, SourceKind, Tap
 from host.model.sources import SourceState
 from host.sim.rig.rig_layout import RigLayout, RigTap
 from host.sim.rig.virtual_rig import VirtualRig
+from host.store.records import CommandState
 from protocol import catalog
 from tests.fleet_conformance import FleetConformance
 from tests.tap_rig import NoBus, wait_until
@@ -41,8 +42,10 @@ TRANSFER_TIMEOUT_S = 30.0  # a transfer takes milliseconds of the taps' time; a 
 WIRING = {"tap-1": ("ups-a", "ups-b", "ups-c"), "tap-2": ("ups-b", "ups-c"), "tap-3": ("ups-c", "ups-a")}
 
 
-def bench_site() -> Site:
-    sources = tuple(Source(s, SourceKind.UPS, 30.0) for s in ("ups-a", "ups-b", "ups-c"))
+def bench_site(capacity_kw: dict[str, float] | None = None, phase_deg: dict[str, float] | None = None) -> Site:
+    """The rig's site; a fleet may be given one that says other capacities or phases."""
+    sources = tuple(Source(s, SourceKind.UPS, (capacity_kw or {}).get(s, 30.0), phase_deg=(phase_deg or {}).get(s, 0.0))
+                    for s in ("ups-a", "ups-b", "ups-c"))
     taps = tuple(Tap(tap_id, len(inputs)) for tap_id, inputs in WIRING.items())
     racks = tuple(Rack(f"rack-{i + 1}", tap_id, rated_kw=8.0) for i, tap_id in enumerate(WIRING))
     feeds = tuple(Feed(t, k + 1, s, 0.05) for t, inputs in WIRING.items() for k, s in enumerate(inputs))
@@ -67,9 +70,10 @@ class Bench:
     def taps(self) -> list[RigTap]:
         return self.rig.taps
 
-    def fleet(self, client: TapClient | None = None, taps: dict[str, int | RigTap] | None = None) -> BusFleet:
+    def fleet(self, client: TapClient | None = None, taps: dict[str, int | RigTap] | None = None,
+              site: Site | None = None) -> BusFleet:
         return BusFleet(
-            self.rig.site,
+            site or self.rig.site,
             taps if taps is not None else {t.rack: t for t in self.taps},
             client or self.client,
             transfer_timeout_s=TRANSFER_TIMEOUT_S,
@@ -235,3 +239,33 @@ def test_a_controller_of_an_older_epoch_is_fenced_out(bench: Bench) -> None:
     assert fleet.read_telemetry().active_source("rack-1") == "ups-a", "reads still work; nothing moved"
     with pytest.raises(FencedOut):
         fleet.set_alternates("rack-1", "ups-a", ["ups-b"])
+
+
+def test_every_command_of_the_fleet_is_journalled(bench: Bench) -> None:
+    fleet = bench.fresh_fleet()
+    assert fleet.move("rack-1", "ups-a", "ups-b") == Done(changed=True)
+    assert fleet.set_alternates("rack-1", "ups-b", ["ups-a"]).ok
+    journal = [(e.tap, e.message, e.state) for e in fleet.journal.entries]  # type: ignore[attr-defined]
+    assert journal[0] == ("tap-1", "SWITCH", CommandState.ACKNOWLEDGED)
+    assert ("tap-1", "SET_ALTERNATES", CommandState.ACKNOWLEDGED) in journal[1:]
+
+
+def test_a_move_onto_a_source_without_room_is_refused_before_anything_is_sent(bench: Bench) -> None:
+    bench.fresh_fleet()
+    fleet = bench.fleet(site=bench_site(capacity_kw={"ups-b": 0.5}))  # rack-2 is on ups-b and draws more
+    result = fleet.move("rack-1", "ups-a", "ups-b")
+    assert isinstance(result, Refused) and result.reason == Refusal.NO_ROOM, result
+    assert "nothing sent" in result.detail and fleet.journal.entries == []  # type: ignore[attr-defined]
+    assert fleet.read_telemetry().active_source("rack-1") == "ups-a"
+    lenient = bench.fleet(site=bench_site(capacity_kw={"ups-b": 0.5}))
+    lenient.overload_allowance = 1000.0  # the policy may let survivors carry more
+    assert lenient.move("rack-1", "ups-a", "ups-b") == Done(changed=True)
+
+
+def test_a_move_onto_an_input_out_of_the_site_phase_is_refused(bench: Bench) -> None:
+    bench.fresh_fleet()
+    fleet = bench.fleet(site=bench_site(phase_deg={"ups-b": 120.0}))  # the rig's ups-b is at 0 degrees
+    result = fleet.move("rack-1", "ups-a", "ups-b")
+    assert isinstance(result, Refused) and result.reason == Refusal.SOURCE_UNHEALTHY, result
+    assert "the wiring does not match" in result.detail
+    assert fleet.read_telemetry().active_source("rack-1") == "ups-a"

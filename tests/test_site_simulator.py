@@ -286,3 +286,19 @@ def test_battery_runout_scenario_with_alternates() -> None:
     events = sim.read_events(0, 10**6).events
     assert any(e.kind == EventKind.TRANSFER for e in events)
     assert any(e.kind == EventKind.SOURCE_EXHAUSTED and e.source_id == "bat-1" for e in events)
+
+
+def test_a_move_onto_a_source_without_room_is_refused_unless_the_policy_allows_the_overload() -> None:
+    sources = (Source("a", SourceKind.UPS, 10.0), Source("b", SourceKind.UPS, 10.0))
+    taps = tuple(Tap(f"t{i}", 2) for i in range(3))
+    racks = tuple(Rack(f"r{i}", f"t{i}", rated_kw=10.0) for i in range(3))  # FLAT: each draws 5 kW
+    wiring = (("a", "b"), ("a", "b"), ("b", "a"))
+    feeds = tuple(Feed(f"t{i}", k + 1, s, 0.01) for i in range(3) for k, s in enumerate(wiring[i]))
+    site = Site(sources, taps, racks, feeds)
+    sim = SiteSimulator(site, step_s=1.0, loads=FLAT)  # r0 and r1 on a (10 of 10 kW), r2 on b (5)
+    assert sim.move("r0", "a", "b").ok  # b: 5 + 5 of 10
+    refused = sim.move("r1", "a", "b")  # 15 of 10
+    assert isinstance(refused, Refused) and refused.reason == Refusal.NO_ROOM, refused
+    assert sim.read_telemetry().active_source("r1") == "a", "nothing moved"
+    lenient = SiteSimulator(site, step_s=1.0, loads=FLAT, overload_allowance=0.5)  # up to 15 kW
+    assert lenient.move("r0", "a", "b").ok and lenient.move("r1", "a", "b").ok

@@ -116,6 +116,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
@@ -143,13 +144,14 @@ from host.model.fleet import (
 )
 from host.model.site import Availability, Site
 from host.model.sources import Alarm, SourceAdapter, SourceState
+from host.ops.journal import CommandJournal, MemoryJournal, journalled
+from host.ops.move import SiteNominal, TapWiring, move_tap
 from host.wire import framing, messages
 from protocol import catalog
 
 MAX_ALTERNATES = 3  # SET_ALTERNATES carries three
 DEFAULT_TRANSFER_TIMEOUT_S = 5.0  # a planned transfer waits up to the tap's phase_wait_ms (2 s), then breaks and makes
 DEFAULT_SOURCES_MAX_AGE_S = 1.0  # `read_sources` reuses a sweep this young: one poll period
-STATUS_POLL_S = 0.02  # between the STATUS reads that wait for a transfer to end
 _SOURCE_EVENTS = {
     SourceState.FAILED: EventKind.SOURCE_FAILED,
     SourceState.TRIPPED: EventKind.SOURCE_TRIPPED,
@@ -168,7 +170,9 @@ class BusFleet:
     source status where given. `monitors` maps a source id to the address (or record) of
     the monitor tap fitted to it: its health signals. `clock` stamps telemetry and events
     (wall clock by default). `transfer_timeout_s` is how long `move` waits for a started
-    transfer.
+    transfer. Every command is journalled in `journal` (the inventory, for a durable
+    one; in memory by default), and a move may load its target up to its capacity times
+    (1 + `overload_allowance`).
     """
 
     def __init__(
@@ -184,6 +188,8 @@ class BusFleet:
         voltage_scale: float = math.sqrt(3),
         event_capacity: int = 100_000,
         monitors: Mapping[str, int | HasAddress] | None = None,
+        journal: CommandJournal | None = None,
+        overload_allowance: float = 0.0,
     ) -> None:
         self._site = site
         self._client = client
@@ -191,6 +197,11 @@ class BusFleet:
         self.transfer_timeout_s = transfer_timeout_s
         self.sources_max_age_s = sources_max_age_s
         self.voltage_scale = voltage_scale
+        self.journal: CommandJournal = journal if journal is not None else MemoryJournal(clock=clock)
+        self.overload_allowance = overload_allowance  # a move may load its target to capacity * (1 + this)
+        self._nominal = SiteNominal(site.voltage_v / voltage_scale, site.frequency_hz,
+                                    {s.id: s.phase_deg for s in site.sources},
+                                    {s.id: s.capacity_kw for s in site.sources})
         self._adapters = dict(source_adapters or {})
         unknown = sorted(set(self._adapters) - set(site.source_index))
         if unknown:
@@ -338,6 +349,7 @@ class BusFleet:
     # -- commands -------------------------------------------------------------------------
 
     def move(self, rack_id: str, expected: str | None, target: str | None) -> CommandResult:
+        """The one move (host/ops/move.py), after the refusals the site model decides."""
         route = self._routes.get(rack_id)
         if route is None:
             return Refused(Refusal.UNKNOWN_RACK, f"no rack {rack_id!r}")
@@ -346,31 +358,32 @@ class BusFleet:
                 return Refused(Refusal.UNKNOWN_SOURCE, f"no source {target!r}")
             if target not in route.input_of:
                 return Refused(Refusal.UNREACHABLE_SOURCE, f"no input of rack {rack_id!r} reaches {target!r}")
+        expected_input = 0 if expected is None else route.input_of.get(expected)
+        if expected_input is None:  # a source this tap has no input on: it cannot be the active one
+            expected_input = -1
+        if target != expected:
+            refusal = self._unhealthy_by_adapter(target)
+            if refusal is not None:
+                return refusal
+        telemetry = self._fresh_telemetry()  # what the other racks draw: the room check counts them
         self._latest = None  # whatever happens next, the last sweep may no longer be the truth
         self._events_in.ensure_cursor(rack_id)
-        try:
-            status = self._client.status(route.address)
-        except TapError as exc:
-            return Refused(Refusal.NO_ANSWER, f"STATUS: {exc}")
-        actual = self._source_at(route, status.active_input)
-        expected_input = 0 if expected is None else route.input_of.get(expected)
-        if expected_input is None or expected_input != status.active_input:
-            return Refused(Refusal.CAS_MISMATCH, f"rack {rack_id!r} is on {actual!r}, not {expected!r}", actual)
-        if target == expected:
-            return Done(changed=False)
-        refusal = self._unhealthy_by_adapter(target)
-        if refusal is not None:
-            return refusal
-        target_input = 0 if target is None else route.input_of[target]
-        try:
-            self._signed(lambda: self._client.switch(route.address, expected_input, target_input))
-        except FencedOut:  # before TapRefused, which it is: not one command refused, all of them
-            raise
-        except TapRefused as exc:
-            return self._switch_refusal(route, exc)
-        except TapError as exc:
-            return Refused(Refusal.NO_ANSWER, f"SWITCH: {exc}")
-        return self._await_transfer(route, target, target_input)
+        outcome = move_tap(
+            self._client, self._wiring(route), self._nominal, self.journal,
+            expected_input=expected_input, target_input=0 if target is None else route.input_of[target],
+            load_on=partial(self._load_on, telemetry, rack_id), overload_allowance=self.overload_allowance,
+            confirm_s=self.transfer_timeout_s)
+        if outcome.refusal == Refusal.CAS_MISMATCH:
+            actual = self._source_at(route, outcome.actual_input or 0)
+            return Refused(Refusal.CAS_MISMATCH, f"rack {rack_id!r} is on {actual!r}, not {expected!r} "
+                                                 f"({outcome.reason})", actual)
+        if outcome.refusal is not None:
+            return Refused(outcome.refusal, outcome.reason)
+        if outcome.changed:
+            self._events_in.confirm_move(route.rack_id)
+            draw = self._draw[route.rack_id]
+            self._append(EventKind.MOVED, route.rack_id, target, 0.0 if math.isnan(draw) else draw)
+        return Done(changed=outcome.changed)
 
     def set_alternates(self, rack_id: str, for_source: str, ranked: Sequence[str]) -> CommandResult:
         route = self._routes.get(rack_id)
@@ -389,7 +402,8 @@ class BusFleet:
         inputs = [route.input_of[s] for s in ranked]
         self._events_in.ensure_cursor(rack_id)
         try:
-            self._signed(lambda: self._client.set_alternates(route.address, for_input, inputs))
+            self._journalled(route, "SET_ALTERNATES", {"for_input": for_input, "alternates": inputs},
+                             partial(self._client.set_alternates, route.address, for_input, inputs))
         except FencedOut:  # before TapRefused, which it is: not one command refused, all of them
             raise
         except TapRefused as exc:
@@ -496,18 +510,28 @@ class BusFleet:
 
     # -- internals: commands ----------------------------------------------------------------
 
-    def _signed(self, call: Callable[[], Reply]) -> Reply:
-        """A signed command; once more if the tap said REPLAY to a first copy (the client has
-        caught its counter up: the command did not run)."""
-        try:
-            return call()
-        except TapRefused as exc:
-            if isinstance(exc, FencedOut) or exc.code != catalog.E_REPLAY or exc.outcome_unknown:
-                raise
-        return call()
-
     def _source_at(self, route: Route, active_input: int) -> str | None:
         return route.source_of.get(active_input) if active_input else None
+
+    def _wiring(self, route: Route) -> TapWiring:
+        rated = self._site.racks[self._rack_index[route.rack_id]].rated_kw
+        inputs = [route.source_of.get(k) for k in range(1, max(route.source_of, default=0) + 1)]
+        return TapWiring(route.tap_id, route.address, inputs, rated)
+
+    def _load_on(self, telemetry: FleetTelemetry, moving: str, source_id: str) -> tuple[float, str]:
+        """What the other racks draw from a source, by the latest sweep: a rack whose tap did
+        not answer counts at its rating when the source is wired to it (it may be on it)."""
+        index = self._site.source_index[source_id]
+        load, guessed = 0.0, 0
+        for r, rack in enumerate(self._site.racks):
+            if rack.id == moving:
+                continue
+            if rack.id in self.unanswered:
+                if source_id in self._routes[rack.id].input_of:
+                    load, guessed = load + rack.rated_kw, guessed + 1
+            elif telemetry.active[r] == index:
+                load += float(telemetry.draw_kw[r])
+        return load, "measured" + (f", {guessed} silent rack(s) at their rating" if guessed else "")
 
     def _unhealthy_by_adapter(self, target: str | None) -> Refused | None:
         """A target in maintenance by the site model, or not up by its adapter: refused here."""
@@ -522,46 +546,8 @@ class BusFleet:
                 return Refused(Refusal.SOURCE_UNHEALTHY, f"source {target!r} is {state}")
         return None
 
-    def _switch_refusal(self, route: Route, exc: TapRefused) -> Refused:
-        if exc.outcome_unknown:
-            return Refused(Refusal.NO_ANSWER, f"SWITCH: {exc.text}")
-        code = exc.code
-        if code == catalog.E_CAS_MISMATCH:
-            actual = self._source_at(route, exc.detail)
-            return Refused(Refusal.CAS_MISMATCH, f"the tap is on input {exc.detail}", actual)
-        if code == catalog.E_SOURCE_UNHEALTHY:
-            return Refused(Refusal.SOURCE_UNHEALTHY, f"the tap measures the target input's state as {exc.detail:#x}")
-        if code in (catalog.E_PROTECTION_LOCKOUT, catalog.E_DOWNSTREAM_FAULT, catalog.E_INTERNAL):
-            return Refused(Refusal.PROTECTION, f"the tap refused: {exc.text}")
-        if code == catalog.E_BUSY:
-            return Refused(Refusal.BUSY, f"the tap refused: {exc.text}")
-        if code == catalog.E_OUT_OF_RANGE:
-            return Refused(Refusal.UNREACHABLE_SOURCE, f"the tap has no such input: {exc.text}")
-        return Refused(Refusal.NO_ANSWER, f"SWITCH: {exc.text}")
-
-    def _await_transfer(self, route: Route, target: str | None, target_input: int) -> CommandResult:
-        """After the ACK: STATUS until the target input is active, then Done and MOVED."""
-        deadline = time.monotonic() + self.transfer_timeout_s
-        last = "no STATUS answered"
-        while True:
-            try:
-                status = self._client.status(route.address)
-            except TapError as exc:
-                last = str(exc)
-            else:
-                if status.active_input == target_input:
-                    self._events_in.confirm_move(route.rack_id)
-                    draw = self._draw[route.rack_id]
-                    self._append(EventKind.MOVED, route.rack_id, target, 0.0 if math.isnan(draw) else draw)
-                    return Done(changed=True)
-                last = f"active input {status.active_input}, relays {status.relays_closed:#x}"
-            if time.monotonic() > deadline:
-                return Refused(
-                    Refusal.NO_ANSWER,
-                    f"the transfer to input {target_input} started but was not seen done in "
-                    f"{self.transfer_timeout_s:g} s ({last}): re-read before retrying",
-                )
-            time.sleep(STATUS_POLL_S)
+    def _journalled(self, route: Route, message: str, fields: dict[str, Any], send: Callable[[], Reply]) -> Reply:
+        return journalled(self.journal, route.tap_id, message, fields, send)
 
     def _forget_alternates(self, route: Route) -> None:
         """After a SET_ALTERNATES of unknown outcome: the next read asks the tap, and the next
@@ -574,7 +560,8 @@ class BusFleet:
         pending = self._to_clear[route.rack_id]
         for k in sorted(pending):
             try:
-                self._signed(partial(self._client.set_alternates, route.address, k, ()))
+                self._journalled(route, "SET_ALTERNATES", {"for_input": k, "alternates": []},
+                                 partial(self._client.set_alternates, route.address, k, ()))
             except FencedOut:
                 raise
             except TapError:

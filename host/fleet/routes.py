@@ -29,6 +29,7 @@ class Route:
     address: int
     source_of: Mapping[int, str]  # input (1-based) -> source id
     input_of: Mapping[str, int]  # source id -> input
+    tap_id: str = ""
 
     @property
     def n_inputs(self) -> int:
@@ -67,6 +68,7 @@ def routes_for(site: Site, taps: Mapping[str, int | HasAddress]) -> dict[str, Ro
             addresses[rack.id],
             MappingProxyType({f.input: f.source_id for f in feeds}),
             MappingProxyType({f.source_id: f.input for f in feeds}),
+            rack.tap_id,
         )
     return routes
 

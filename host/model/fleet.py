@@ -57,7 +57,8 @@ class Refusal(StrEnum):
     UNKNOWN_RACK = "unknown_rack"
     UNKNOWN_SOURCE = "unknown_source"
     UNREACHABLE_SOURCE = "unreachable_source"  # no input of the rack's tap is wired to it
-    SOURCE_UNHEALTHY = "source_unhealthy"  # down, absent or out of tolerance
+    SOURCE_UNHEALTHY = "source_unhealthy"  # down, absent, out of tolerance or out of phase
+    NO_ROOM = "no_room"  # the target would carry more than its capacity (and the allowed overload)
     BAD_ALTERNATES = "bad_alternates"  # repeated, too many, or the for_source itself
     BUSY = "busy"  # a transfer is in progress
     PROTECTION = "protection"  # the tap's protection forbids a transfer (lockout, downstream fault)

@@ -97,6 +97,7 @@ class Source:
     availability: Availability = Availability.IN_SERVICE
     curve: str = "standard_inverse"
     tms: float = 1.0
+    phase_deg: float = 0.0  # its phase angle as the taps measure it (which terminal its L1 lands on)
 
     def __post_init__(self) -> None:
         _raise_on(self._check())
@@ -203,11 +204,14 @@ class Site:
     feeds: tuple[Feed, ...]
     name: str = "site"
     voltage_v: float = 400.0  # nominal line-to-line voltage of every source
+    frequency_hz: float = 50.0  # nominal frequency of every source
 
     def __post_init__(self) -> None:
         for name in ("sources", "taps", "racks", "feeds"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        _raise_on(_number(f"site {self.name!r}", "voltage_v", self.voltage_v) + _cross_check(self))
+        label = f"site {self.name!r}"
+        _raise_on(_number(label, "voltage_v", self.voltage_v) + _number(label, "frequency_hz", self.frequency_hz)
+                  + _cross_check(self))
 
     @cached_property
     def source_index(self) -> dict[str, int]:

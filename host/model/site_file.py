@@ -190,7 +190,7 @@ def _sources(reader: _Reader, data: dict[str, Any]) -> tuple[list[Source], dict[
         phase = reader.number(table, "phase_deg", path, minimum=-180.0, maximum=360.0)
         if source_id is None or kind is None or capacity is None or phase is None:
             continue
-        values = {k: v for k, v in table.items() if k in SOURCE_FIELDS - {"phase_deg"}}
+        values = {k: v for k, v in table.items() if k in SOURCE_FIELDS}
         try:
             sources.append(Source(**values))
         except SiteError as error:
@@ -460,6 +460,7 @@ def _model(head: dict[str, Any], sources: list[Source], taps: dict[str, TapRecor
                     for n, (source, impedance) in enumerate(zip(t.inputs, t.impedance_ohm, strict=True), start=1)),
         name=head["name"],
         voltage_v=head["voltage_v"],
+        frequency_hz=head["frequency_hz"],
     )
 
 

@@ -27,10 +27,11 @@ from host.bus.transport import SerialSettings, SerialTransport, TransportError
 from host.client.keys import NoKey
 from host.client.replies import Reply
 from host.client.tap_client import TapClient
-from host.client.tap_errors import FencedOut, TapRefused, TapTimeout
+from host.client.tap_errors import FencedOut
 from host.model.errors import FencingError, OperatorError
+from host.ops.journal import journalled
 from host.store.inventory import Inventory
-from host.store.records import CommandState, InventoryError, TapInfo, UnknownTap
+from host.store.records import InventoryError, TapInfo, UnknownTap
 from protocol import catalog
 
 DB_ENV = "IBT_DB"
@@ -234,30 +235,14 @@ class Session:
             self.command(tap, "RAISE_EPOCH", {"new_epoch": client.epoch}, lambda: client.raise_epoch(tap_address(tap)))
 
     def command(self, tap: TapInfo, message: str, fields: dict[str, Any], send: Callable[[], Reply]) -> Reply:
-        """Send one signed command, journalled in the inventory's history: pending, sent, then
-        acknowledged, refused, or unknown when no verified answer came."""
-        command_id = self.inventory.record_command(tap.id, message, fields)
-        self.inventory.update_command(command_id, CommandState.SENT)
+        """Send one signed command, journalled in the inventory's history (host/ops/journal.py)."""
         try:
-            reply = send()
-        except TapRefused as exc:
-            state = CommandState.UNKNOWN if exc.outcome_unknown else CommandState.REFUSED
-            self.inventory.update_command(command_id, state, exc.text)
-            if isinstance(exc, FencedOut):
-                raise FencingError(f"tap {tap.id}: {exc.text}: another controller owns the site; "
-                                    "this one sends nothing more") from None
-            raise
-        except TapTimeout as exc:
-            self.inventory.update_command(command_id, CommandState.UNKNOWN, str(exc))
-            raise
-        except (NoKey, InventoryError) as exc:  # no key or counter: the frame was never built
-            self.inventory.update_command(command_id, CommandState.REFUSED, f"not sent: {exc}")
+            return journalled(self.inventory, tap.id, message, fields, send)
+        except FencedOut as exc:
+            raise FencingError(f"tap {tap.id}: {exc.text}: another controller owns the site; "
+                               "this one sends nothing more") from None
+        except (NoKey, InventoryError) as exc:
             raise OperatorError(f"tap {tap.id}: {message} not sent: {exc}") from None
-        except BaseException as exc:
-            self.inventory.update_command(command_id, CommandState.UNKNOWN, f"not confirmed: {exc}")
-            raise
-        self.inventory.update_command(command_id, CommandState.ACKNOWLEDGED, "cached" if reply.cached else "ack")
-        return reply
 
     @contextmanager
     def epoch_of(self, segment: str, epoch: int) -> Iterator[TapClient]:

@@ -113,7 +113,7 @@ class RigPlant:
         v_phase = site.voltage_v / math.sqrt(3)
         phases = phases_deg or {}
         self.sources = {
-            s.id: RigSource(s.id, s.capacity_kw, v_phase, hz, phases.get(s.id, PHASES_DEG[i % len(PHASES_DEG)]),
+            s.id: RigSource(s.id, s.capacity_kw, v_phase, hz, phases.get(s.id, s.phase_deg),
                             thd_pct, droop)
             for i, s in enumerate(site.sources)
         }
@@ -375,7 +375,8 @@ def default_site(n_taps: int, n_sources: int, name: str = "virtual-rig") -> Site
     ratings = [4.0 + 4.0 * (i % 3) for i in range(n_taps)]
     capacity = max(10.0, round(1.5 * sum(ratings) / n_sources))
     source_ids = [f"ups-{k + 1}" for k in range(n_sources)]
-    sources = [Source(sid, SourceKind.UPS, capacity) for sid in source_ids]
+    sources = [Source(sid, SourceKind.UPS, capacity, phase_deg=PHASES_DEG[k % len(PHASES_DEG)])
+               for k, sid in enumerate(source_ids)]
     taps: list[Tap] = []
     racks: list[Rack] = []
     feeds: list[Feed] = []

@@ -83,12 +83,14 @@ class SiteSimulator:
         source_events: Sequence[SourceEvent] = (),
         conditions: Sequence[Condition] = (),
         event_capacity: int = 200_000,
+        overload_allowance: float = 0.0,
     ) -> None:
         if not step_s > 0:
             raise ValueError(f"step_s must be > 0 (got {step_s})")
         self._site = site
         self.step_s = float(step_s)
         self.seed = seed
+        self.overload_allowance = overload_allowance  # a move may load its target to capacity * (1 + this)
         self._k = 0
         self._bank = SourceBank(site.sources)
         self._input_source, self._impedance = _wiring(site)
@@ -339,8 +341,14 @@ class SiteSimulator:
             if not self._bank.up[after]:
                 state = STATE_NAMES[int(self._bank.state[after])]
                 return Refused(Refusal.SOURCE_UNHEALTHY, f"source {target!r} is {state}")
-        self._active[r] = after
         demand = float(self._demand[r])
+        if after >= 0:
+            limit = float(self._bank.capacity_kw[after]) * (1.0 + self.overload_allowance)
+            carried = float(self._bank.load_kw[after])
+            if carried + demand > limit:
+                return Refused(Refusal.NO_ROOM, f"source {target!r} carries {carried:.1f} kW; with rack {rack_id!r}'s "
+                                                f"{demand:.1f} kW it would exceed its {limit:g} kW")
+        self._active[r] = after
         for index, sign in ((before, -1.0), (after, 1.0)):
             if index >= 0:
                 self._bank.load_kw[index] += sign * demand
