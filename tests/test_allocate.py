@@ -415,7 +415,9 @@ def test_a_cheap_plan_over_the_cap_is_repaired_under_it_for_one_more_move() -> N
     assert packed.x is not None and float(packed.x[model.u]) > u_cap + 0.005  # whole racks do not fit
     repaired = _repair(problem, model, packed.x, u_cap, 0.935, _Budget(60.0))
     assert repaired is not None and float(repaired[model.u]) <= u_cap
-    assert float(c @ packed.x) < float(c @ repaired) <= float(c @ packed.x) + 1.0 + 1e-6
+    # at most one move more; none more where HiGHS finds an equal-cost packing (its tie-breaking
+    # differs between CPUs: one x86-64 model needed the extra move, another did not)
+    assert float(c @ packed.x) <= float(c @ repaired) <= float(c @ packed.x) + 1.0 + 1e-6
     assign, alternate = model.decode(repaired)
     assert problem.worst_post(assign, alternate) <= u_cap + 1e-6
     assert all(check(problem, assign, alternate).covered)

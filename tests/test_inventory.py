@@ -134,7 +134,8 @@ def test_a_version_1_file_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
         db.execute("INSERT INTO events VALUES ('mon-1', 4, 900, 1.0, 2, '{}')")
         db.execute("PRAGMA user_version = 1")
     with Inventory.open(old) as inv:
-        assert inv.schema_version == SCHEMA_VERSION == 3
+        assert inv.schema_version == SCHEMA_VERSION == 4
+        assert inv.segment_ports() == {}  # v4: no segment's ports stored yet
         assert [s["id"] for s in inv.sources()] == ["ups-1"]
         # v3 keys events by boot: the old ones are the first boot, and reading resumes after them
         assert [(e.boot, e.seq) for e in inv.events("mon-1")] == [(1, 4)]

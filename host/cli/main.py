@@ -15,13 +15,14 @@ from host.cli import progress
 from host.cli import taps as cli_taps
 from host.cli.errors import EXIT_CODES_HELP, IbtGroup, one_line
 from host.cli.output import emit
+from host.cli.segments import segment_group
 from host.model.errors import IbtError
 from host.ops.session import RIG_FILE
 from host.reports import forecast as forecast_report
 from host.reports import plan as plan_report
 from host.reports import risk
 from host.sim import tour as tour_module
-from host.sim.rig import rig_control, rig_layout
+from host.sim.rig import rig_control, rig_faults, rig_layout
 from host.sim.rig import virtual_rig as rig
 from host.wire import framing, inspect_frames, messages
 from protocol import catalog
@@ -266,20 +267,20 @@ def sim(ctx: click.Context, n_taps: int, n_sources: int, site_path: Path | None,
 
 
 def _print_rig(virtual: rig.VirtualRig) -> None:
-    for name, path in virtual.bus_paths.items():
-        click.echo(f"bus {name}: {path}")
+    for segment, paths in virtual.segment_paths.items():
+        click.echo(f"segment {segment}: " + ", ".join(f"bus {name} {path}" for name, path in paths.items()))
     for tap in virtual.taps:
-        click.echo(f"tap {tap.id}: address {tap.address}, unique id {tap.unique_id}, rack {tap.rack}, "
+        click.echo(f"tap {tap.id}: {tap.segment} address {tap.address}, unique id {tap.unique_id}, rack {tap.rack}, "
                    f"inputs {' '.join(tap.inputs)}")
     for monitor in virtual.monitors:
-        click.echo(f"monitor {monitor.id}: address {monitor.address}, unique id {monitor.unique_id}, "
-                   f"fitted to {monitor.monitors}")
+        click.echo(f"monitor {monitor.id}: {monitor.segment} address {monitor.address}, unique id "
+                   f"{monitor.unique_id}, fitted to {monitor.monitors}")
     click.echo(f"records, keys included: {virtual.workdir / RIG_FILE}")
     click.echo(f"faults: ibt sim inject --workdir {virtual.workdir} KIND TARGET; Ctrl-C stops the rig")
 
 
 @sim.command("inject")
-@click.argument("kind", type=click.Choice(list(rig.FAULTS)), metavar="KIND")
+@click.argument("kind", type=click.Choice(list(rig_faults.FAULTS)), metavar="KIND")
 @click.argument("target")
 @click.option("--fraction", type=float, help="sag: what is left of the voltage; load: of the rack's rating; "
               "ripple: RMS ripple over the DC bus's voltage.")
@@ -341,6 +342,7 @@ def _summary(entry: dict[str, Any]) -> str:
 
 for _command in cli_taps.COMMANDS:  # flash, scan, commission, ... over the buses (host/cli/taps.py)
     cli.add_command(_command)
+cli.add_command(segment_group)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@ host/ops/ (commission, readings, switching, ...); every failure is one line and 
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,7 +30,7 @@ from host.ops import (
     switching,
     waveforms,
 )
-from host.ops.session import BusPorts, OperatorError, Session, bus_ports
+from host.ops.session import OperatorError, Session, bus_ports
 from protocol import catalog
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,17 +44,42 @@ def db_option(function: F) -> F:
                         help="Inventory file (default: $IBT_DB, else ibt.db here).")(function)
 
 
+@dataclass(frozen=True)
+class BusChoice:
+    """The bus options of a command: serial ports of one segment, or a rig directory, or
+    nothing (the inventory's stored ports serve)."""
+
+    bus_a: str | None = None
+    bus_b: str | None = None
+    baud: int = catalog.DEFAULT_BAUD
+    rig_dir: Path | None = None
+    segment: str | None = None
+
+    @property
+    def given(self) -> bool:
+        return bool(self.bus_a or self.bus_b or self.rig_dir)
+
+
 def bus_options(function: F) -> F:
-    """--bus-a/--bus-b/--baud, or --rig DIR, and --db."""
+    """--bus-a/--bus-b/--baud/--segment, or --rig DIR, and --db; the command gets them as `buses`."""
+
+    @functools.wraps(function)
+    def with_buses(*args: Any, bus_a: str | None, bus_b: str | None, baud: int, rig_dir: Path | None,
+                   segment: str | None, **kwargs: Any) -> Any:
+        return function(*args, buses=BusChoice(bus_a, bus_b, baud, rig_dir, segment), **kwargs)
+
+    command: Any = with_buses
     for option in reversed((
-        click.option("--bus-a", metavar="PORT", help="Serial port of bus A."),
+        click.option("--bus-a", metavar="PORT", help="Serial port of bus A (default: the inventory's, per segment)."),
         click.option("--bus-b", metavar="PORT", help="Serial port of bus B."),
         click.option("--baud", type=click.IntRange(1200, 4_000_000), default=catalog.DEFAULT_BAUD, show_default=True),
+        click.option("--segment", metavar="NAME",
+                     help="The bus segment --bus-a/--bus-b serve (default: the inventory's only one)."),
         click.option("--rig", "rig_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
-                     help="Use the buses of the virtual rig running in DIR (its rig.json)."),
+                     help="Use the buses of every segment of the virtual rig running in DIR (its rig.json)."),
     )):
-        function = option(function)
-    return db_option(function)
+        command = option(command)
+    return db_option(command)  # type: ignore[no-any-return]
 
 
 def json_option(function: F) -> F:
@@ -60,10 +87,12 @@ def json_option(function: F) -> F:
 
 
 @contextmanager
-def _session(db: Path | None, bus_a: str | None = None, bus_b: str | None = None, baud: int = catalog.DEFAULT_BAUD,
-             rig_dir: Path | None = None, *, buses: bool = True, create: bool = False) -> Iterator[Session]:
-    ports: BusPorts | None = bus_ports(bus_a, bus_b, baud, rig_dir) if buses else None
-    session = Session.open(db, ports, create=create)
+def _session(db: Path | None, buses: BusChoice | None = None, *, offline: bool = False,
+             create: bool = False) -> Iterator[Session]:
+    """The inventory, and the buses (`offline`: none, not even the inventory's stored ports)."""
+    choice = buses or BusChoice()
+    ports = None if offline else bus_ports(choice.bus_a, choice.bus_b, choice.baud, choice.rig_dir)
+    session = Session.open(db, ports, create=create, segment=choice.segment, offline=offline)
     try:
         yield session
     finally:
@@ -98,7 +127,7 @@ def _assignments(values: tuple[str, ...], what: str) -> dict[str, float]:
 def flash_command(tap: str, port: str | None, sim_dir: Path | None, tree: Path | None, db: Path | None,
                   as_json: bool) -> None:
     """Build TAP's firmware with a fresh key (recorded first) and deploy it, verified by hash."""
-    with _session(db, buses=False) as session:
+    with _session(db, offline=True) as session:
         tap_id = session.tap(tap).id
         bar: Any = None
         progress = None
@@ -123,14 +152,13 @@ def flash_command(tap: str, port: str | None, sim_dir: Path | None, tree: Path |
 
 @click.command("scan")
 @bus_options
-@click.option("--segment", help="The bus segment the ports belong to (default: the inventory's only one).")
 @click.option("--all", "every_tap", is_flag=True, help="Every tap, not only those without an address.")
 @json_option
-def scan_command(db: Path | None, bus_a: str | None, bus_b: str | None, baud: int, rig_dir: Path | None,
-                 segment: str | None, every_tap: bool, as_json: bool) -> None:
+def scan_command(db: Path | None, buses: BusChoice,
+                 every_tap: bool, as_json: bool) -> None:
     """Discover uncommissioned taps on a bus (collisions resolved by splitting the id range)."""
-    with _session(db, bus_a, bus_b, baud, rig_dir) as session:
-        found = commission.scan_bus(session, _segment(session, segment), every_tap=every_tap)
+    with _session(db, buses) as session:
+        found = commission.scan_bus(session, _segment(session, buses.segment), every_tap=every_tap)
     rows = [vars(f) for f in found]
     text = "\n".join(
         f"{f.unique_id}  {f.board:<12} {f.n_inputs} inputs  "
@@ -156,8 +184,8 @@ def _segment(session: Session, segment: str | None) -> str:
               help="Import the site file and commission every tap in it.")
 @bus_options
 @json_option
-def commission_command(tap: str | None, unique_id: str | None, site_path: Path | None, db: Path | None,
-                       bus_a: str | None, bus_b: str | None, baud: int, rig_dir: Path | None, as_json: bool) -> None:
+def commission_command(tap: str | None, unique_id: str | None, site_path: Path | None,
+                       db: Path | None, buses: BusChoice, as_json: bool) -> None:
     """Assign the address, set limits and alternates, and prove each input's wiring."""
     if (tap is None) == (site_path is None):
         raise click.UsageError("name one TAP, or give --site FILE for every tap of a site")
@@ -169,7 +197,7 @@ def commission_command(tap: str | None, unique_id: str | None, site_path: Path |
                 raise ValueError
         except ValueError:
             raise click.BadParameter("16 hex digits (8 bytes)", param_hint="--unique-id") from None
-    with _session(db, bus_a, bus_b, baud, rig_dir, create=site_path is not None) as session:
+    with _session(db, buses, create=site_path is not None) as session:
         if site_path is not None:
             with progress.steps("commissioning", None, quiet=as_json) as bar:
                 reports = commission.commission_site(session, site_path, say=lambda line: click.echo(line, err=True),
@@ -197,12 +225,12 @@ def commission_command(tap: str | None, unique_id: str | None, site_path: Path |
               help="Forget the points taken so far; without --ref, put every channel back on its nominal scale.")
 @bus_options
 @json_option
-def calibrate_command(tap: str, refs: tuple[str, ...], reset: bool, db: Path | None, bus_a: str | None,
-                      bus_b: str | None, baud: int, rig_dir: Path | None, as_json: bool) -> None:
+def calibrate_command(tap: str, refs: tuple[str, ...], reset: bool,
+                      db: Path | None, buses: BusChoice, as_json: bool) -> None:
     """Gain and offset per channel against a reference meter's reading, applied at the tap and
     verified; without --ref, the calibration the tap runs on."""
     references = _assignments(refs, "--ref")
-    with _session(db, bus_a, bus_b, baud, rig_dir) as session:
+    with _session(db, buses) as session:
         result = channel_calibration.calibrate(session, tap, references, reset=reset)
     lines = [f"{result['tap']}: " + (f"sent {', '.join(result['sent'])}" if result["sent"] else "in force at the tap")]
     for channel, c in result["channels"].items():
@@ -228,10 +256,9 @@ def calibrate_command(tap: str, refs: tuple[str, ...], reset: bool, db: Path | N
 @click.argument("taps", nargs=-1)
 @bus_options
 @json_option
-def status_command(taps: tuple[str, ...], db: Path | None, bus_a: str | None, bus_b: str | None, baud: int,
-                   rig_dir: Path | None, as_json: bool) -> None:
+def status_command(taps: tuple[str, ...], db: Path | None, buses: BusChoice, as_json: bool) -> None:
     """Active input, relays, protection, alarms and every input's readings."""
-    with _session(db, bus_a, bus_b, baud, rig_dir) as session:
+    with _session(db, buses) as session:
         rows = readings.status(session, taps)
     emit(rows, as_json, readings.render_status(rows))
     if any(row.get("error") for row in rows):
@@ -245,8 +272,8 @@ def status_command(taps: tuple[str, ...], db: Path | None, bus_a: str | None, bu
 @click.option("--count", type=click.IntRange(1), default=None, help="Stop after this many reads.")
 @bus_options
 @json_option
-def monitor_command(taps: tuple[str, ...], interval: float, once: bool, count: int | None, db: Path | None,
-                    bus_a: str | None, bus_b: str | None, baud: int, rig_dir: Path | None, as_json: bool) -> None:
+def monitor_command(taps: tuple[str, ...], interval: float, once: bool, count: int | None,
+                    db: Path | None, buses: BusChoice, as_json: bool) -> None:
     """Status, refreshed in place on a terminal (one JSON line per read with --json)."""
     redraw = sys.stdout.isatty() and not as_json
 
@@ -258,7 +285,7 @@ def monitor_command(taps: tuple[str, ...], interval: float, once: bool, count: i
             click.clear()
         click.echo(readings.render_status(rows) + ("" if redraw else "\n"))
 
-    with _session(db, bus_a, bus_b, baud, rig_dir) as session, suppress(KeyboardInterrupt):
+    with _session(db, buses) as session, suppress(KeyboardInterrupt):
         readings.monitor(session, taps, emit, interval_s=interval, count=1 if once else count)
 
 
@@ -267,10 +294,9 @@ def monitor_command(taps: tuple[str, ...], interval: float, once: bool, count: i
 @click.option("--stored", is_flag=True, help="Every event the inventory holds, without reading the taps.")
 @bus_options
 @json_option
-def events_command(taps: tuple[str, ...], stored: bool, db: Path | None, bus_a: str | None, bus_b: str | None,
-                   baud: int, rig_dir: Path | None, as_json: bool) -> None:
+def events_command(taps: tuple[str, ...], stored: bool, db: Path | None, buses: BusChoice, as_json: bool) -> None:
     """Read the taps' new events (since the last stored) into the inventory, and print them."""
-    with _session(db, bus_a, bus_b, baud, rig_dir, buses=not stored) as session:
+    with _session(db, buses, offline=stored) as session:
         rows = event_log.events(session, taps, stored=stored)
     text = "\n".join(
         f"{r['tap']:<12} #{r['seq']!s:<6} {r.get('time_ms', '')!s:>10} ms  {r['event']}"
@@ -287,10 +313,9 @@ def events_command(taps: tuple[str, ...], stored: bool, db: Path | None, bus_a: 
 @click.argument("source")
 @bus_options
 @json_option
-def switch_command(tap: str, source: str, db: Path | None, bus_a: str | None, bus_b: str | None, baud: int,
-                   rig_dir: Path | None, as_json: bool) -> None:
+def switch_command(tap: str, source: str, db: Path | None, buses: BusChoice, as_json: bool) -> None:
     """Move TAP's rack to SOURCE (a source id or input number): checked, signed, verified."""
-    with _session(db, bus_a, bus_b, baud, rig_dir) as session:
+    with _session(db, buses) as session:
         result = switching.switch(session, tap, source)
     emit(result.as_dict(), as_json, f"{result.tap}: input {result.from_input} -> {result.to_input} ({result.source})"
           f": {'verified' if result.verified else 'NOT verified'}; {result.note}"
@@ -305,13 +330,11 @@ def switch_command(tap: str, source: str, db: Path | None, bus_a: str | None, bu
               help=f"Change a setting ({', '.join(protection_limits.LIMIT_FIELDS)}); the others stay as in force.")
 @bus_options
 @json_option
-def limits_command(tap: str, changes: tuple[str, ...], db: Path | None, bus_a: str | None, bus_b: str | None,
-                   baud: int, rig_dir: Path | None, as_json: bool) -> None:
+def limits_command(tap: str, changes: tuple[str, ...], db: Path | None, buses: BusChoice, as_json: bool) -> None:
     """Show (read from the tap; from the command history without a bus) or set protection
     settings; ones that do not coordinate with the board are refused."""
     values = {k: int(v) for k, v in _assignments(changes, "--set").items()}
-    buses = bool(values) or rig_dir is not None or bool(bus_a or bus_b)
-    with _session(db, bus_a, bus_b, baud, rig_dir, buses=buses) as session:
+    with _session(db, buses) as session:
         if values:
             limits, origin = protection_limits.set_limits(session, tap, values), "set now"
         else:
@@ -326,14 +349,13 @@ def limits_command(tap: str, changes: tuple[str, ...], db: Path | None, bus_a: s
 @click.argument("takers", nargs=-1)
 @bus_options
 @json_option
-def alternates_command(tap: str, lost: str | None, takers: tuple[str, ...], db: Path | None, bus_a: str | None,
-                       bus_b: str | None, baud: int, rig_dir: Path | None, as_json: bool) -> None:
+def alternates_command(tap: str, lost: str | None, takers: tuple[str, ...],
+                       db: Path | None, buses: BusChoice, as_json: bool) -> None:
     """Show the failover order (read from the tap; from the command history without a bus),
     or set it: LOST TAKER... (source ids or input numbers)."""
     if lost is not None and not takers:
         raise click.UsageError("name the sources to take over when LOST is lost, best first")
-    buses = lost is not None or rig_dir is not None or bool(bus_a or bus_b)
-    with _session(db, bus_a, bus_b, baud, rig_dir, buses=buses) as session:
+    with _session(db, buses) as session:
         if lost is not None:
             result = failover.set_alternates(session, tap, lost, takers)
         else:
@@ -351,10 +373,9 @@ def alternates_command(tap: str, lost: str | None, takers: tuple[str, ...], db: 
 @click.option("--png", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE", help="Plot to this PNG.")
 @bus_options
 @json_option
-def capture_command(tap: str, cycles: int, png: Path | None, db: Path | None, bus_a: str | None, bus_b: str | None,
-                    baud: int, rig_dir: Path | None, as_json: bool) -> None:
+def capture_command(tap: str, cycles: int, png: Path | None, db: Path | None, buses: BusChoice, as_json: bool) -> None:
     """Capture waveforms, print the harmonic spectrum, optionally plot it."""
-    with _session(db, bus_a, bus_b, baud, rig_dir) as session:
+    with _session(db, buses) as session:
         result = waveforms.capture(session, tap, cycles=cycles, png=png)
     lines = [f"{result['tap']}: {result['samples_per_channel']} samples per channel at {result['sample_rate_hz']:g} Hz"]
     for channel in result["channels"]:

@@ -58,15 +58,20 @@ when it sees a source's state change from what the previous `read_sources` saw.
 
 Commands and their answers
 --------------------------
-Refusals the host can decide (unknown rack or source, a source the tap is not wired
-to, a source in maintenance or down by its adapter, malformed rankings) are made
-before anything is sent; the tap decides the rest. NAKs map to the fleet's refusals:
-CAS_MISMATCH (detail: the active input, turned back into a source), SOURCE_UNHEALTHY,
-PROTECTION_LOCKOUT / DOWNSTREAM_FAULT / INTERNAL -> PROTECTION, BUSY, OUT_OF_RANGE ->
-UNREACHABLE_SOURCE (SWITCH) or BAD_ALTERNATES (SET_ALTERNATES). Silence, an unsigned
-refusal, a REPLAY to a resend, or any other NAK is NO_ANSWER: the outcome is unknown,
-re-read, then retry (compare-and-swap makes that safe). STALE_EPOCH is no refusal of
-one command: another controller owns the site, and the client's `FencedOut` is raised.
+Refusals the host can decide from the site model (unknown rack or source, a source the
+tap is not wired to, a source in maintenance or down by its adapter, malformed rankings)
+are made before anything is sent. A move is then the one move of host/ops/move.py: the
+checks the live readings allow (compare-and-swap, protection, the target present,
+healthy, in tolerance and in phase, room on it by the latest sweep: NO_ROOM), the
+journalled SWITCH (every command goes to `journal`), and STATUS until the target is
+active. NAKs map to the fleet's refusals: CAS_MISMATCH (detail: the active input,
+turned back into a source), SOURCE_UNHEALTHY, PROTECTION_LOCKOUT / DOWNSTREAM_FAULT /
+INTERNAL -> PROTECTION, BUSY, OUT_OF_RANGE -> UNREACHABLE_SOURCE (SWITCH) or
+BAD_ALTERNATES (SET_ALTERNATES). Silence, an unsigned refusal, a REPLAY to a resend, or
+any other NAK is NO_ANSWER unless STATUS then shows the move done: the outcome is
+unknown, re-read, then retry (compare-and-swap makes that safe). STALE_EPOCH is no
+refusal of one command: another controller owns the site, and the client's `FencedOut`
+is raised.
 
 A SWITCH's ACK means the transfer started; `move` reads STATUS until the target input
 is active (up to `transfer_timeout_s`) before it answers Done, so a telemetry read
@@ -74,14 +79,8 @@ after it shows the move. Moving to the active source is a STATUS read, not a com
 
 Alternates
 ----------
-A tap keeps a ranking per input; the fleet keeps one per rack, for one source. So
-`set_alternates` sets the ranking of the input of `for_source` and clears the ranking
-of every other input that may hold one: all of them the first time (the board's
-defaults, or another controller's), afterwards the input of the previous `for_source`.
-`alternates(rack)` is what this fleet last had acknowledged, checked against the
-ranking the tap holds for the input of `for_source` (READ_ALTERNATES; the tap wins a
-disagreement). Before any `set_alternates`, it is what STATUS reports for the active
-input.
+A tap keeps a ranking per input; the fleet keeps one per rack, for one source
+(host/fleet/rankings.py says how the two are kept in step).
 
 Events and `since`
 ------------------
@@ -116,15 +115,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from types import MappingProxyType
-from typing import Any
 
 import numpy as np
 
-from host.client.replies import Reply
 from host.client.tap_client import TapClient
-from host.client.tap_errors import FencedOut, TapError, TapRefused, TapTimeout
+from host.client.tap_errors import TapError
 from host.fleet.event_harvest import EventHarvest
 from host.fleet.monitor_health import health_signals
+from host.fleet.rankings import Rankings
 from host.fleet.routes import HasAddress, Route, input_sources, monitor_addresses, routes_for
 from host.model.arrays import frozen
 from host.model.events import EventLog
@@ -144,7 +142,7 @@ from host.model.fleet import (
 )
 from host.model.site import Availability, Site
 from host.model.sources import Alarm, SourceAdapter, SourceState
-from host.ops.journal import CommandJournal, MemoryJournal, journalled
+from host.ops.journal import CommandJournal, MemoryJournal
 from host.ops.move import SiteNominal, TapWiring, move_tap
 from host.wire import framing, messages
 from protocol import catalog
@@ -214,16 +212,13 @@ class BusFleet:
         self._input_source = input_sources(site, self._routes)
         self._log = EventLog(event_capacity)
         self._last_event_time = -math.inf
-        self._alternates: dict[str, Alternates] = {}  # what this fleet last had acknowledged
-        self._to_clear: dict[str, set[int]] = {
-            rack_id: set(route.source_of) for rack_id, route in self._routes.items()
-        }  # inputs that may hold a ranking the fleet's one-ranking-per-rack model does not want
         self._latest: tuple[float, FleetTelemetry] | None = None  # (monotonic time, sweep) of the last sweep
         self._draw = dict.fromkeys(self._rack_ids, math.nan)  # each rack's last measured draw
         self._source_states: dict[str, SourceState] = {}
         self.unanswered: frozenset[str] = frozenset()  # racks whose tap did not answer the last sweep
         self.errors: dict[str, str] = {}  # rack -> why its tap did not answer, last sweep
         self.monitor_errors: dict[str, str] = {}  # source -> why its monitor gave no signals, last read_sources
+        self._rankings = Rankings(client, self._routes, self.journal)
         self._events_in = EventHarvest(self._client, self._routes, self._rack_ids, self._source_at, self._append,
                                        self._draw)
         self.lost_events = self._events_in.lost_events  # per rack: overwritten before they were read
@@ -320,26 +315,7 @@ class BusFleet:
         route = self._routes.get(rack_id)
         if route is None:
             raise UnknownRackError(rack_id)
-        record = self._alternates.get(rack_id)
-        for_input = route.input_of.get(record.for_source) if record is not None and record.for_source else None
-        try:
-            if for_input:
-                held = self._client.read_alternates(route.address, for_input)
-                on_tap = self._named(route, for_input, held.alternates)
-            else:
-                status = self._client.status(route.address)
-                on_tap = self._named(route, int(status.fields["alternates_for"]),
-                                     [int(status.fields[f"alternate_{i}"]) for i in (1, 2, 3)])
-        except TapError as exc:
-            if record is not None:
-                return record  # the last acknowledged: the best there is while the tap is silent
-            raise TapTimeout(f"the tap of rack {rack_id!r} did not answer: {exc}", route.address, exc.request) from None
-        if record is None:
-            return on_tap
-        if for_input and on_tap.ranked != record.ranked:  # the tap lost or changed it: the tap is the truth
-            self._alternates[rack_id] = on_tap
-            return on_tap
-        return record
+        return self._rankings.read(route)
 
     def read_events(self, since: int, max_count: int = 1000) -> EventPage:
         for rack_id in self._rack_ids:
@@ -393,38 +369,11 @@ class BusFleet:
         refusal = alternates_refusal(self._site, rack_id, for_source, ranked, route.input_of, MAX_ALTERNATES)
         if refusal is not None:
             return refusal
-        wanted = Alternates(for_source, ranked)
-        try:
-            before = self.alternates(rack_id)
-        except TapTimeout as exc:
-            return Refused(Refusal.NO_ANSWER, str(exc))
-        for_input = route.input_of[for_source]
-        inputs = [route.input_of[s] for s in ranked]
         self._events_in.ensure_cursor(rack_id)
-        try:
-            self._journalled(route, "SET_ALTERNATES", {"for_input": for_input, "alternates": inputs},
-                             partial(self._client.set_alternates, route.address, for_input, inputs))
-        except FencedOut:  # before TapRefused, which it is: not one command refused, all of them
-            raise
-        except TapRefused as exc:
-            if exc.outcome_unknown or exc.code not in (catalog.E_OUT_OF_RANGE, catalog.E_BUSY):
-                self._forget_alternates(route)
-                return Refused(Refusal.NO_ANSWER, f"SET_ALTERNATES: {exc.text}")
-            reason = Refusal.BAD_ALTERNATES if exc.code == catalog.E_OUT_OF_RANGE else Refusal.BUSY
-            return Refused(reason, f"the tap refused: {exc.text}")
-        except TapError as exc:
-            self._forget_alternates(route)
-            return Refused(Refusal.NO_ANSWER, f"SET_ALTERNATES: {exc}")
-        previous = self._alternates.get(rack_id)
-        if previous is not None and previous.for_source not in (None, for_source):
-            self._to_clear[rack_id].add(route.input_of[previous.for_source])
-        self._alternates[rack_id] = wanted
-        self._to_clear[rack_id].discard(for_input)
-        self._clear_other_rankings(route)
-        changed = before != wanted
-        if changed:
+        result = self._rankings.set(route, for_source, ranked)
+        if isinstance(result, Done) and result.changed:
             self._append(EventKind.ALTERNATES_SET, rack_id, for_source)
-        return Done(changed=changed)
+        return result
 
     # -- internals: reads -------------------------------------------------------------------
 
@@ -485,17 +434,6 @@ class BusFleet:
         elif before == SourceState.UP and status.state in _SOURCE_EVENTS:
             self._append(_SOURCE_EVENTS[status.state], source_id=source_id)
 
-    def _named(self, route: Route, for_input: int, inputs: list[int]) -> Alternates:
-        """A tap's ranking for one input (0s end it) by source: none if that input holds none."""
-        ranked = []
-        for k in inputs:
-            if not k or k not in route.source_of:
-                break  # the end, or an input the site does not wire: nothing the fleet can name
-            ranked.append(route.source_of[k])
-        if not for_input or for_input not in route.source_of or not ranked:
-            return Alternates(None, ())
-        return Alternates(route.source_of[for_input], tuple(ranked))
-
     def _maybe_probe(self, address: int) -> None:
         """Let a redundant link probe its idle bus with a STATUS to a tap that just answered."""
         probe = getattr(self._client.link, "maybe_probe", None)
@@ -545,28 +483,6 @@ class BusFleet:
             if state != SourceState.UP:
                 return Refused(Refusal.SOURCE_UNHEALTHY, f"source {target!r} is {state}")
         return None
-
-    def _journalled(self, route: Route, message: str, fields: dict[str, Any], send: Callable[[], Reply]) -> Reply:
-        return journalled(self.journal, route.tap_id, message, fields, send)
-
-    def _forget_alternates(self, route: Route) -> None:
-        """After a SET_ALTERNATES of unknown outcome: the next read asks the tap, and the next
-        set clears every other input again, as on first contact."""
-        self._alternates.pop(route.rack_id, None)
-        self._to_clear[route.rack_id] = set(route.source_of)
-
-    def _clear_other_rankings(self, route: Route) -> None:
-        """Clear the rankings the fleet's model does not want; what fails is tried next time."""
-        pending = self._to_clear[route.rack_id]
-        for k in sorted(pending):
-            try:
-                self._journalled(route, "SET_ALTERNATES", {"for_input": k, "alternates": []},
-                                 partial(self._client.set_alternates, route.address, k, ()))
-            except FencedOut:
-                raise
-            except TapError:
-                continue
-            pending.discard(k)
 
     # -- internals: events ------------------------------------------------------------------
 

@@ -71,7 +71,7 @@ def scan_bus(session: Session, segment: str, *, every_tap: bool = False, slots: 
     slot_ms = max(5, math.ceil(36 * 10 / listener.settings.baudrate * 1000 * 1.5 + 1))
     # a sim tap keeps its slot on its own clock, which falls behind the wall clock on a loaded
     # machine: on a virtual rig the host listens longer for the last slot's answer
-    extra = VIRTUAL_ANSWER_ALLOWANCE_S if session.ports is not None and session.ports.virtual else None
+    extra = VIRTUAL_ANSWER_ALLOWANCE_S if session.ports_for(segment).virtual else None
     result = scan(listener, scope=SCOPE_ALL if every_tap else SCOPE_UNADDRESSED, slots=slots, slot_ms=slot_ms,
                   extra_s=extra)
     if result.unresolved:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from host.ops import event_reader as tap_events
-from host.ops.operate import EVENT_NAMES, patiently
+from host.ops.operate import EVENT_NAMES, patiently, reachable_taps
 from host.ops.session import Session, tap_address
 from host.store.records import EventCursor, TapInfo
 
@@ -41,10 +41,14 @@ def events(session: Session, tap_refs: Sequence[str] = (), *, stored: bool = Fal
     taps = [session.tap(ref) for ref in tap_refs] or [t for t in session.inventory.taps()
                                                        if t.commissioned_at is not None]
     rows: list[dict[str, Any]] = []
+    reachable = taps if stored else reachable_taps(session, taps)
     for tap in taps:
         if stored:
             rows += [_event_row(r.tap, r.seq, r.time_ms, r.code, r.data, r.boot)
                      for r in session.inventory.events(tap.id)]
-        else:
+        elif tap in reachable:
             rows += fetch_events(session, tap)
+        else:
+            rows.append({"tap": tap.id, "seq": None, "event": f"not read: no buses for segment {tap.bus!r} "
+                                                              "(`ibt segment set` stores them)"})
     return rows

@@ -31,7 +31,7 @@ def _held_alternates(session: Session, tap: TapInfo) -> tuple[dict[int, list[int
     from. When the tap cannot be asked (no bus given), does not answer or predates the message,
     the last rankings it acknowledged (the command history); the origin then says why."""
     why = "no bus given"
-    if session.ports is not None:
+    if session.can_reach(tap.bus):
         client = session.client(tap.bus)
         try:
             held = {k: client.read_alternates(tap_address(tap), k).alternates for k in range(1, len(tap.inputs) + 1)}

@@ -32,6 +32,7 @@ from typing import Any
 from host.client.replies import Status, Telemetry
 from host.client.tap_client import TapClient
 from host.client.tap_errors import FencedOut, TapError, TapRefused, TapTimeout
+from host.model.errors import RefusalError
 from host.model.fleet import Refusal
 from host.ops.journal import CommandJournal, journalled
 from host.ops.operate import PROTECTION_NAMES
@@ -89,7 +90,9 @@ class MoveOutcome:
         return asdict(self)
 
 
-class _CheckFailed(Exception):
+class _CheckFailed(RefusalError):
+    """A check before sending failed: the move is refused, nothing sent."""
+
     def __init__(self, refusal: Refusal, reason: str) -> None:
         super().__init__(reason)
         self.refusal, self.reason = refusal, reason

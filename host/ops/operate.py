@@ -68,6 +68,16 @@ def prepare(session: Session, tap: TapInfo) -> None:
     session.align_epoch(tap, state.epoch)
 
 
+def reachable_taps(session: Session, taps: list[TapInfo]) -> list[TapInfo]:
+    """The taps on segments this session has buses for. When it has none for any of them,
+    the one-line error that says how to give them (a command that reads several segments
+    reads what it can reach, and says which it could not)."""
+    reachable = [tap for tap in taps if session.can_reach(tap.bus)]
+    if taps and not reachable:
+        session.ports_for(taps[0].bus)  # raises, naming the options
+    return reachable
+
+
 def input_of(tap: TapInfo, source: str) -> int:
     """An input by its source id or its number."""
     if source in tap.inputs:

@@ -130,7 +130,7 @@ def current_limits(session: Session, tap: TapInfo) -> tuple[dict[str, int], str]
     tap cannot be asked (no bus given) or does not answer, the last limits it acknowledged
     (the command history), else the firmware's defaults; the origin then says why."""
     why = "no bus given"
-    if session.ports is not None:
+    if session.can_reach(tap.bus):
         try:
             return session.client(tap.bus).read_settings(tap_address(tap)).limits, LIMITS_FROM_TAP
         except TapTimeout:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from host.client.tap_errors import TapRefused, TapTimeout
-from host.ops.operate import ALARM_NAMES, PROTECTION_NAMES, bit_names, source_of
+from host.ops.operate import ALARM_NAMES, PROTECTION_NAMES, bit_names, reachable_taps, source_of
 from host.ops.session import OperatorError, Session, tap_address
 from host.store.records import TapInfo
 from protocol import catalog
@@ -18,6 +18,9 @@ def tap_status(session: Session, tap: TapInfo) -> dict[str, Any]:
     """STATUS and TELEMETRY of one tap as plain data; `error` says why not when it did not answer."""
     out: dict[str, Any] = {"tap": tap.id, "address": tap.address, "rack": tap.rack, "bus": tap.bus,
                            "commissioned": tap.commissioned_at is not None}
+    if not session.can_reach(tap.bus):
+        return out | {"read_at": _now_iso(), "error": f"no buses for segment {tap.bus!r} (`ibt segment set` "
+                                                      "stores them)"}
     try:
         client = session.client(tap.bus)
         status = client.status(tap_address(tap))
@@ -57,6 +60,7 @@ def status(session: Session, tap_refs: Sequence[str] = ()) -> list[dict[str, Any
                                                        if t.commissioned_at is not None]
     if not taps:
         raise OperatorError("no commissioned taps in the inventory: name a tap, or commission the site first")
+    reachable_taps(session, taps)  # none at all: the one line that says how to reach them
     return [tap_status(session, tap) for tap in taps]
 
 

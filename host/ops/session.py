@@ -106,28 +106,37 @@ class BusPorts:
     virtual: bool = False  # a virtual rig's ptys: no USB latency, a patient timeout
 
 
-def rig_ports(rig_dir: str | Path) -> BusPorts:
-    """The buses of the virtual rig running in `rig_dir` (its rig.json)."""
+SegmentPorts = dict[str, BusPorts]  # per bus segment, its ports
+
+
+def rig_ports(rig_dir: str | Path) -> SegmentPorts:
+    """The buses of every segment of the virtual rig running in `rig_dir` (its rig.json)."""
     path = Path(rig_dir) / RIG_FILE
     try:
         data = json.loads(path.read_text())
-        buses = data["buses"]
-        return BusPorts(str(buses["A"]), str(buses["B"]), int(data.get("baud", catalog.DEFAULT_BAUD)), virtual=True)
+        baud = int(data.get("baud", catalog.DEFAULT_BAUD))
+        return {str(name): BusPorts(str(buses["A"]), str(buses["B"]), baud, virtual=True)
+                for name, buses in dict(data["segments"]).items()}
     except FileNotFoundError:
         raise OperatorError(f"no virtual rig in {rig_dir} (no {RIG_FILE}): start one with `ibt sim`") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise OperatorError(f"{path}: not a rig file ({exc})") from None
 
 
-def bus_ports(bus_a: str | None, bus_b: str | None, baud: int, rig: str | Path | None) -> BusPorts:
-    """The ports from the options: a rig directory, or both serial ports."""
+def bus_ports(bus_a: str | None, bus_b: str | None, baud: int,
+              rig: str | Path | None) -> BusPorts | SegmentPorts | None:
+    """The ports the options name: a rig directory (every segment of it), both serial
+    ports of one segment, or none (the inventory's stored ports serve)."""
     if rig is not None:
         if bus_a or bus_b:
             raise OperatorError("give either --rig or --bus-a/--bus-b, not both")
         return rig_ports(rig)
+    if not bus_a and not bus_b:
+        return None
     if not bus_a or not bus_b:
-        missing = " and ".join(name for name, value in (("--bus-a", bus_a), ("--bus-b", bus_b)) if not value)
-        raise OperatorError(f"no {missing}: name the serial ports of buses A and B (or --rig DIR for a virtual rig)")
+        missing = "--bus-a" if not bus_a else "--bus-b"
+        raise OperatorError(f"no {missing}: name the serial ports of both buses A and B (or --rig DIR for a "
+                            "virtual rig)")
     return BusPorts(bus_a, bus_b, baud)
 
 
@@ -136,27 +145,33 @@ def bus_ports(bus_a: str | None, bus_b: str | None, baud: int, rig: str | Path |
 
 @dataclass
 class Session:
-    """An open inventory and, once asked for, the buses and a client for one segment.
+    """An open inventory and, once asked for, the buses and a client for each segment.
 
     `client(segment)` opens the segment's buses on first use; `close()` closes all of it.
+    A segment's ports are, in this order: the rig's (`ports` per segment), the pair given
+    (`ports`, for `ports_segment`, or the inventory's only segment), or those stored in the
+    inventory (`ibt segment set`).
     """
 
     inventory: Inventory
-    ports: BusPorts | None = None
+    ports: BusPorts | SegmentPorts | None = None
     timeout: float | None = None
+    ports_segment: str | None = None  # the segment the one pair given serves
+    offline: bool = False  # reach no bus, not even by the inventory's stored ports
     state: ControllerState = field(init=False)
     _links: dict[str, tuple[dict[str, SerialTransport], RedundantLink, TapClient]] = field(
         init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.state = ControllerState(self.inventory)
-        if self.timeout is None and self.ports is not None and self.ports.virtual:
+        pairs = self.ports.values() if isinstance(self.ports, dict) else [self.ports] if self.ports else []
+        if self.timeout is None and any(p.virtual for p in pairs):
             self.timeout = RIG_TIMEOUT_S
 
     @classmethod
-    def open(cls, db: str | Path | None, ports: BusPorts | None = None, *, create: bool = False,
-             timeout: float | None = None) -> Session:
-        return cls(open_inventory(db, create=create), ports, timeout)
+    def open(cls, db: str | Path | None, ports: BusPorts | SegmentPorts | None = None, *, create: bool = False,
+             timeout: float | None = None, segment: str | None = None, offline: bool = False) -> Session:
+        return cls(open_inventory(db, create=create), ports, timeout, segment, offline)
 
     def close(self) -> None:
         for transports, _, _ in self._links.values():
@@ -202,25 +217,54 @@ class Session:
     def _open(self, segment: str) -> tuple[dict[str, SerialTransport], RedundantLink, TapClient]:
         if segment in self._links:
             return self._links[segment]
-        if self.ports is None:
-            raise OperatorError("this command talks to the taps: give --bus-a and --bus-b (or --rig DIR)")
-        if self._links:
-            raise OperatorError(f"the buses given serve one segment; segment {segment!r} needs its own "
-                                f"(already open: {', '.join(self._links)})")
+        ports = self.ports_for(segment)
         transports: dict[str, SerialTransport] = {}
-        latency = 0.0 if self.ports.virtual else SerialSettings("").usb_latency_s
+        latency = 0.0 if ports.virtual else SerialSettings("").usb_latency_s
         try:
-            for name, port in (("A", self.ports.a), ("B", self.ports.b)):
-                settings = SerialSettings(port, baudrate=self.ports.baud, name=name, usb_latency_s=latency)
+            for name, port in (("A", ports.a), ("B", ports.b)):
+                settings = SerialSettings(port, baudrate=ports.baud, name=name, usb_latency_s=latency)
                 transports[name] = SerialTransport(settings).open()
         except TransportError as exc:
             for transport in transports.values():
                 transport.close()
-            raise OperatorError(f"bus {name}: {exc}") from None
+            raise OperatorError(f"segment {segment}, bus {name}: {exc}") from None
         link = RedundantLink(transports["A"], transports["B"])
         client = TapClient(link, self.inventory.key_store(segment), epoch=self.epoch, timeout=self.timeout)
         self._links[segment] = (transports, link, client)
         return self._links[segment]
+
+    def can_reach(self, segment: str) -> bool:
+        """Whether this session has ports for the segment's buses."""
+        try:
+            self.ports_for(segment)
+        except OperatorError:
+            return False
+        return True
+
+    def ports_for(self, segment: str) -> BusPorts:
+        """A segment's ports (see the class docstring); one line naming the way to give them if none."""
+        if self.offline:
+            raise OperatorError("this command reads the inventory only: it reaches no bus")
+        if isinstance(self.ports, dict):
+            if segment in self.ports:
+                return self.ports[segment]
+            raise OperatorError(f"the rig has no segment {segment!r} (segments: {', '.join(self.ports) or 'none'})")
+        if self.ports is not None:
+            serves = self.ports_segment
+            if serves is None:
+                segments = self.segments()
+                if len(segments) > 1:
+                    raise OperatorError(f"the inventory has several bus segments ({', '.join(segments)}): name the one "
+                                        "--bus-a/--bus-b serve with --segment, or store each segment's ports with "
+                                        "`ibt segment set`")
+                serves = self.ports_segment = segments[0] if segments else segment
+            if serves == segment:
+                return self.ports
+        stored = self.inventory.segment_ports().get(segment)
+        if stored is not None:
+            return BusPorts(*stored)
+        raise OperatorError(f"no buses for segment {segment!r}: give --bus-a and --bus-b (or --rig DIR), or store "
+                            f"them once with `ibt segment set {segment} --bus-a PORT --bus-b PORT`")
 
     # -- signed commands ---------------------------------------------------------------------
 

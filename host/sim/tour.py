@@ -54,10 +54,12 @@ def tour(site_path: Path, workdir: Path, echo: Callable[[str], None]) -> dict[st
     echo(f"flashed {len(flashed)} taps of site {parsed.name!r} (a fresh key each, in {db})")
     layout = dataclasses.replace(rig_layout.load_site_file(site_path), flashed=flashed)
     with rig.VirtualRig(layout, workdir / "rig") as virtual:
-        paths = virtual.bus_paths
-        echo(f"virtual rig up: bus A {paths['A']}, bus B {paths['B']}, {len(virtual.taps)} rack taps, "
+        segments = virtual.segment_paths
+        buses = "; ".join(f"{s}: bus A {p['A']}, bus B {p['B']}" for s, p in segments.items())
+        echo(f"virtual rig up ({buses}), {len(virtual.taps)} rack taps, "
              f"{len(virtual.monitors)} monitor taps, each a MicroPython process")
-        with Session.open(db, BusPorts(paths["A"], paths["B"], virtual.baud, virtual=True)) as session:
+        ports = {s: BusPorts(p["A"], p["B"], virtual.baud, virtual=True) for s, p in segments.items()}
+        with Session.open(db, ports) as session:
             return _operate(session, virtual, site_path, [t.id for t in parsed.taps if t.role == TapRole.RACK],
                             echo)  # fmt: skip
 

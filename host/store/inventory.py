@@ -27,12 +27,14 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from host.model.site_file import SiteFile, TapRecord, TapRole
+from host.store.bus_keys import BusKeyStore
+from host.store.json_fields import dump as dump_json
+from host.store.json_fields import load as load_json
 from host.store.records import (
     NEXT_STATES,
     CommandRecord,
@@ -383,7 +385,7 @@ class Inventory:
             cursor = self._db.execute(
                 "INSERT INTO commands (time, tap, message, fields, seq, counter, state, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (now, tap_id, message, _dump(fields), seq, counter, CommandState(state).value, now))
+                (now, tap_id, message, dump_json(fields), seq, counter, CommandState(state).value, now))
         return int(cursor.lastrowid or 0)
 
     def update_command(self, command_id: int, state: CommandState | str, result: str | None = None) -> None:
@@ -406,7 +408,7 @@ class Inventory:
         if tap is not None:
             query += " WHERE tap = ?"
             params = (self._tap_id(tap),)
-        return [CommandRecord(r[0], r[1], r[2], r[3], _load(r[4]), r[5], r[6], CommandState(r[7]), r[8], r[9])
+        return [CommandRecord(r[0], r[1], r[2], r[3], load_json(r[4]), r[5], r[6], CommandState(r[7]), r[8], r[9])
                 for r in self._db.execute(query + " ORDER BY id", params)]
 
     # -- events --------------------------------------------------------------------------------
@@ -422,7 +424,7 @@ class Inventory:
             self._db.executemany(
                 "INSERT OR IGNORE INTO events (tap, boot, seq, tap_time_ms, received_at, code, data) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(tap_id, e.boot, e.seq, e.time_ms, now, e.code, _dump(e.data)) for e in events])
+                [(tap_id, e.boot, e.seq, e.time_ms, now, e.code, dump_json(e.data)) for e in events])
             added = self._db.total_changes - before
             if cursor is not None:
                 self._db.execute(
@@ -451,7 +453,7 @@ class Inventory:
         rows = self._db.execute(
             f"SELECT tap, seq, tap_time_ms, received_at, code, data, boot FROM events{where} "
             "ORDER BY received_at, tap, boot, seq", params)
-        return [EventRecord(r[0], r[1], r[2], r[3], r[4], _load(r[5]), r[6]) for r in rows]
+        return [EventRecord(r[0], r[1], r[2], r[3], r[4], load_json(r[5]), r[6]) for r in rows]
 
     def last_event_seq(self, tap: TapRef) -> int | None:
         """The highest event seq stored for the tap in its latest boot."""
@@ -459,6 +461,22 @@ class Inventory:
                                "(SELECT max(boot) FROM events WHERE tap = ?)",
                                (self._tap_id(tap), self._tap_id(tap))).fetchone()
         return None if row[0] is None else int(row[0])
+
+    # -- bus segments ----------------------------------------------------------------------------
+
+    def set_segment_ports(self, segment: str, bus_a: str, bus_b: str, baud: int) -> None:
+        """Where this host reaches a segment's buses A and B (serial devices), and at what baud."""
+        if not segment or bus_a == bus_b:
+            raise InventoryError(f"segment {segment!r}: buses A and B need a name and two different ports")
+        with self.transaction():
+            self._db.execute("INSERT INTO segments (name, bus_a, bus_b, baud) VALUES (?, ?, ?, ?) "
+                             "ON CONFLICT (name) DO UPDATE SET bus_a = excluded.bus_a, bus_b = excluded.bus_b, "
+                             "baud = excluded.baud", (segment, bus_a, bus_b, baud))
+
+    def segment_ports(self) -> dict[str, tuple[str, str, int]]:
+        """Each segment whose ports are stored: (bus A, bus B, baud)."""
+        return {row[0]: (row[1], row[2], int(row[3]))
+                for row in self._db.execute("SELECT name, bus_a, bus_b, baud FROM segments ORDER BY name")}
 
     # -- the controller's own values -----------------------------------------------------------
 
@@ -472,35 +490,6 @@ class Inventory:
         with self.transaction():
             self._db.execute("INSERT INTO controller (name, value) VALUES (?, ?) "
                              "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, json.dumps(value)))
-
-
-@dataclass(frozen=True)
-class BusKeyStore:
-    """The inventory's keys seen from one bus segment (a `KeyStore`)."""
-
-    inventory: Inventory
-    bus: str | None
-
-    def key_for(self, address: int) -> tuple[bytes, int]:
-        return self.inventory.key_for(address, self.bus)
-
-    def commit_counter(self, address: int, counter: int) -> None:
-        self.inventory.commit_counter(address, counter, self.bus)
-
-    def take_counter(self, address: int) -> tuple[bytes, int]:
-        return self.inventory.take_counter(address, self.bus)
-
-    # The same, under the names host/client/tap_client.py's TapKeys uses: there `commit` also
-    # serves to catch up with a counter the tap reports, so a lower value is ignored.
-
-    def credentials(self, address: int) -> tuple[bytes, int]:
-        return self.key_for(address)
-
-    def commit(self, address: int, counter: int) -> None:
-        self.inventory.catch_up_counter(address, counter, self.bus)
-
-    def replace_key(self, address: int, key: bytes) -> None:
-        self.inventory.set_key(self.inventory.tap(address, self.bus).id, key)
 
 
 def _refuse_moving(record: TapRecord, address: int | None, bus: str, unique_id: bytes | None,
@@ -525,24 +514,3 @@ def _is_unique_id(text: str) -> bool:
         return len(text) == 16 and len(bytes.fromhex(text)) == 8
     except ValueError:
         return False
-
-
-def _dump(value: dict[str, Any]) -> str:
-    """JSON, with bytes (unique ids, wrapped keys) kept as {"$bytes": hex} so they load back as bytes."""
-    return json.dumps(value, sort_keys=True, default=_encode)
-
-
-def _encode(value: object) -> object:
-    if isinstance(value, bytes | bytearray):
-        return {"$bytes": bytes(value).hex()}
-    if isinstance(value, tuple | set | frozenset):
-        return list(value)
-    raise TypeError(f"cannot store {type(value).__name__} in the inventory")
-
-
-def _load(text: str) -> dict[str, Any]:
-    return dict(json.loads(text, object_hook=_decode))
-
-
-def _decode(value: dict[str, Any]) -> Any:
-    return bytes.fromhex(value["$bytes"]) if set(value) == {"$bytes"} else value

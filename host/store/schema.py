@@ -118,6 +118,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "INSERT INTO event_cursors SELECT tap, 1, max(seq) + 1 FROM events GROUP BY tap",
     ),
+    (  # v4: each bus segment's serial ports, so that a command reaches every segment of the site
+        """CREATE TABLE segments (
+            name TEXT PRIMARY KEY,
+            bus_a TEXT NOT NULL,
+            bus_b TEXT NOT NULL CHECK (bus_b != bus_a),
+            baud INTEGER NOT NULL CHECK (baud BETWEEN 1200 AND 4000000)
+        )""",
+    ),
 )
 
 

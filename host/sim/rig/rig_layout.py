@@ -14,6 +14,7 @@ from host.sim.rig.rig_parts import RigPlantError
 from host.sim.rig.rig_plant import default_site
 
 CONTROL_SOCKET = "control.sock"
+DEFAULT_SEGMENT = "seg-1"  # the bus segment of a tap the layout puts on none
 CONTROL_LINE_LIMIT = 1 << 16
 
 
@@ -36,6 +37,7 @@ class RigTap:
     flash: str  # the tap's flash directory
     log: str  # what its MicroPython process printed
     monitors: str | None = None  # a monitor tap: the source it is fitted to
+    segment: str = DEFAULT_SEGMENT  # the bus segment (pair of buses A and B) it is on
 
     @property
     def key_bytes(self) -> bytes:
@@ -66,6 +68,18 @@ class RigLayout:
     # Monitor taps, by tap id: the source each is fitted to. Their addresses and unique ids
     # come from `addresses` and `unique_ids` as the rack taps' do.
     monitors: Mapping[str, str] | None = None
+    # The bus segment of each tap, by tap id (the site file's `bus`): each segment is its
+    # own pair of buses A and B. A tap not named is on DEFAULT_SEGMENT.
+    segments: Mapping[str, str] | None = None
+
+    def segment_of(self, tap_id: str) -> str:
+        return (self.segments or {}).get(tap_id, DEFAULT_SEGMENT)
+
+    @property
+    def segment_names(self) -> list[str]:
+        """Every segment a tap of the layout is on, in the order of first use."""
+        tap_ids = [rack.tap_id for rack in self.site.racks] + list(self.monitors or {})
+        return list(dict.fromkeys(self.segment_of(t) for t in tap_ids))
 
 
 def load_site_file(path: Path) -> RigLayout:
@@ -90,6 +104,7 @@ def load_site_file(path: Path) -> RigLayout:
         {t.id: t.address for t in taps},
         {t.id: t.unique_id for t in taps if t.unique_id is not None},
         monitors={t.id: t.monitors for t in monitor_taps if t.monitors is not None},
+        segments={t.id: t.bus for t in taps},
     )
 
 

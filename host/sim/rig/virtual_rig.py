@@ -38,7 +38,6 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from types import TracebackType
@@ -49,11 +48,12 @@ from host.model import boards
 from host.model.site import Site
 from host.ops import flash_records
 from host.ops.session import RIG_FILE
+from host.sim.rig import rig_faults
 from host.sim.rig.plant import ADC_MAX, RelaySpec
 from host.sim.rig.plant_server import PlantServer
 from host.sim.rig.rig_control import ControlServer, send_control
 from host.sim.rig.rig_layout import CONTROL_SOCKET, RigError, RigLayout, RigTap, layout_of, safe_name, unique_id_of
-from host.sim.rig.rig_parts import MONITOR_DC_FULL_SCALE_V, MONITOR_MG_PER_COUNT, RigPlantError
+from host.sim.rig.rig_parts import MONITOR_DC_FULL_SCALE_V, MONITOR_MG_PER_COUNT
 from host.sim.rig.rig_plant import RigPlant
 from host.sim.rig.vbus import VirtualBus, VirtualBuses
 from protocol import catalog
@@ -65,30 +65,6 @@ STOP_TIMEOUT_S = 10.0  # for the firmware to notice its plant link is gone, befo
 READY_SIM_S = 0.5  # each tap has run this much simulated time (its meter has windows) when start() returns
 
 
-SOURCE_FAULTS: dict[str, tuple[str, ...]] = {
-    "lose": ("duration_s",),
-    "restore": (),
-    "sag": ("fraction", "duration_s"),
-    "distort": ("thd_pct", "duration_s"),
-    "overload": ("kw", "duration_s"),
-}
-
-
-# What a source's monitor taps measure (refused on a source no monitor tap is fitted to).
-HEALTH_FAULTS: dict[str, tuple[str, ...]] = {
-    "heat": ("celsius", "duration_s"),
-    "vibration": ("rms_mg", "impulsive", "duration_s"),
-    "ripple": ("fraction", "duration_s"),
-}
-
-
-RACK_FAULTS: dict[str, tuple[str, ...]] = {"load": ("kw", "fraction", "duration_s")}
-
-
-BUS_FAULTS: dict[str, tuple[str, ...]] = {"cut": ("on",), "ber": ("rate",), "drop": ("rate",), "babble": ("on",)}
-
-
-FAULTS = {**SOURCE_FAULTS, **HEALTH_FAULTS, **RACK_FAULTS, **BUS_FAULTS}
 # The sim board in the monitor role: no board file describes one yet, so these are what
 # boards.Board.firmware_parameters() would add from a [monitor] section, with the plant's
 # sensor scales. One input, no alternates: the monitor feeds no rack.
@@ -155,7 +131,7 @@ class VirtualRig:
                               realtime=realtime, wiring=self.layout.wiring, monitors=self.layout.monitors)
         self.taps: list[RigTap] = []
         self.monitors: list[RigTap] = []  # the monitor taps' records
-        self.buses: VirtualBuses | None = None
+        self.segment_buses: dict[str, VirtualBuses] = {}  # per bus segment, its buses A and B
         self.exit_codes: dict[str, int] = {}
         self._servers: dict[str, PlantServer] = {}
         self._threads: list[threading.Thread] = []
@@ -177,7 +153,8 @@ class VirtualRig:
             self._refuse_running_rig()
             self.workdir.mkdir(parents=True, exist_ok=True)
             tree = self.firmware_tree or build_firmware(self.workdir / "mpy")
-            self.buses = VirtualBuses(("A", "B"), self.baud).start()
+            for index, segment in enumerate(self.layout.segment_names):
+                self.segment_buses[segment] = VirtualBuses(("A", "B"), self.baud, seed=2 * index).start()
             for index, rack in enumerate(self.site.racks):
                 self._start_tap(index, rack.id, rack.tap_id, tree)
             for index, (tap_id, source_id) in enumerate((self.layout.monitors or {}).items(), len(self.site.racks)):
@@ -207,8 +184,8 @@ class VirtualRig:
         finally:
             for thread in self._threads:
                 thread.join(timeout=5)
-            if self.buses is not None:
-                self.buses.close()
+            for buses in self.segment_buses.values():
+                buses.close()
             for log in self._logs:
                 log.close()
 
@@ -221,19 +198,34 @@ class VirtualRig:
         self.close()
 
     @property
+    def buses(self) -> VirtualBuses | None:
+        """The buses of the first segment (the only one of most rigs); None before start."""
+        return next(iter(self.segment_buses.values()), None)
+
+    @property
     def bus_paths(self) -> dict[str, str]:
-        """The host-side device of each bus ("A", "B"): open it with pyserial."""
+        """The host-side device of each bus ("A", "B") of the first segment: open it with pyserial."""
         if self.buses is None:
             raise RigError("the rig has not started")
         return self.buses.host_paths
 
+    @property
+    def segment_paths(self) -> dict[str, dict[str, str]]:
+        """Per bus segment, the host-side device of its buses A and B."""
+        if not self.segment_buses:
+            raise RigError("the rig has not started")
+        return {segment: buses.host_paths for segment, buses in self.segment_buses.items()}
+
     def bus(self, name: str) -> VirtualBus:
+        """A bus by name: "A" or "B" of the first segment, or "SEGMENT/A"."""
         if self.buses is None:
             raise RigError("the rig has not started")
-        try:
-            return self.buses[name.upper()]
-        except KeyError:
-            raise RigError(f"unknown bus {name!r} (buses: A, B)") from None
+        segment, _, bus = name.rpartition("/")
+        buses = self.segment_buses.get(segment) if segment else self.buses
+        if buses is None or bus.upper() not in ("A", "B"):
+            names = ", ".join(f"{s}/A, {s}/B" for s in self.segment_buses)
+            raise RigError(f"unknown bus {name!r} (buses: A, B, {names})")
+        return buses[bus.upper()]
 
     def tap(self, tap_id: str) -> RigTap:
         """A rack tap by its id or its rack's, or a monitor tap by its id."""
@@ -266,47 +258,8 @@ class VirtualRig:
     # -- faults --------------------------------------------------------------------------
 
     def inject(self, kind: str, target: str, **params: Any) -> None:
-        """Inject a fault now (each tap sees a plant fault at its next step). kind: lose,
-        restore, sag (fraction), distort (thd_pct), overload (kw) on a source; heat (celsius),
-        vibration (rms_mg, impulsive), ripple (fraction of the DC bus) on a source a monitor tap
-        is fitted to, each without its value back to the source's baseline; load (kw or
-        fraction of the rating) on a rack or its tap; cut (on), ber (rate), drop (rate),
-        babble (on) on bus A or B. duration_s: simulated seconds, for the plant faults."""
-        if kind not in FAULTS:
-            raise RigError(f"unknown fault {kind!r} (faults: {', '.join(FAULTS)})")
-        unknown = sorted(set(params) - set(FAULTS[kind]))
-        if unknown:
-            takes = ", ".join(FAULTS[kind]) or "nothing"
-            raise RigError(f"{kind} does not take {', '.join(unknown)} (it takes {takes})")
-        try:
-            if kind in BUS_FAULTS:
-                self._bus_fault(kind, self.bus(target), **params)
-            else:
-                self._plant_fault(kind, target, params)
-        except RigPlantError as exc:
-            raise RigError(str(exc)) from None
-
-    def _plant_fault(self, kind: str, target: str, params: dict[str, Any]) -> None:
-        actions: dict[str, Callable[..., None]] = {
-            "lose": self.plant.lose, "restore": self.plant.restore, "sag": self.plant.sag,
-            "distort": self.plant.distort, "overload": self.plant.overload, "load": self.plant.load_step,
-            "heat": self.plant.heat, "vibration": self.plant.vibrate, "ripple": self.plant.ripple,
-        }
-        actions[kind](target, **params)
-
-    @staticmethod
-    def _bus_fault(kind: str, bus: VirtualBus, on: bool = True, rate: float = 0.0) -> None:
-        try:
-            if kind == "cut":
-                bus.cut(bool(on))
-            elif kind == "babble":
-                bus.babble(bool(on))
-            elif kind == "ber":
-                bus.set_bit_error_rate(rate)
-            else:
-                bus.set_drop_rate(rate)
-        except ValueError as exc:
-            raise RigError(str(exc)) from None
+        """Inject a fault now (host/sim/rig/rig_faults.py says which, on what, with which values)."""
+        rig_faults.inject(self.plant, self.bus, kind, target, params)
 
     def status(self) -> dict[str, Any]:
         """The plant's sources and taps, the buses and which tap processes still run."""
@@ -315,6 +268,7 @@ class VirtualRig:
         for tap_id, tap_state in [*snapshot["taps"].items(), *snapshot["monitors"].items()]:
             tap_state["running"] = tap_id not in dead
         snapshot["buses"] = self.bus_paths if self.buses is not None else {}
+        snapshot["segments"] = self.segment_paths if self.segment_buses else {}
         return snapshot
 
     # -- control from another process ------------------------------------------------------
@@ -362,6 +316,7 @@ class VirtualRig:
             unique_id=(self.layout.unique_ids or {}).get(tap_id, unique_id_of(self.site.name, tap_id)).hex(),
             key=secrets.token_bytes(catalog.KEY_LEN).hex(), epoch=self.epoch,
             inputs=self.site.reachable(rack_id), flash=str(flash), log=str(home / "tap.log"),
+            segment=self.layout.segment_of(tap_id),
         )
         record = self._write_flash(record, flash)
         self._launch(record, home, self.board.firmware_parameters() | {"n_inputs": tap.n_inputs},
@@ -381,6 +336,7 @@ class VirtualRig:
             unique_id=(self.layout.unique_ids or {}).get(tap_id, unique_id_of(self.site.name, tap_id)).hex(),
             key=secrets.token_bytes(catalog.KEY_LEN).hex(), epoch=self.epoch,
             inputs=(source_id,), flash=str(flash), log=str(home / "tap.log"), monitors=source_id,
+            segment=self.layout.segment_of(tap_id),
         )
         record = self._write_flash(record, flash)
         self._launch(record, home, self.board.firmware_parameters() | MONITOR_BOARD,
@@ -409,7 +365,6 @@ class VirtualRig:
 
     def _launch(self, record: RigTap, home: Path, board: dict[str, Any], server: PlantServer, tree: Path) -> None:
         """Start the tap's plant server and its MicroPython process."""
-        assert self.buses is not None
         tap_id = record.id
         flash = Path(record.flash)
         board_file = home / "board.json"
@@ -418,7 +373,7 @@ class VirtualRig:
         self._threads.append(server.start())
         log = open(record.log, "wb")  # noqa: SIM115  # closed by close(), after the process
         self._logs.append(log)
-        ports = self.buses.tap_ports
+        ports = self.segment_buses[record.segment].tap_ports
         heap = f"{self.board.raw['board']['heap_budget_kb']}K"
         here = self.workdir
         # Paths relative to the work directory: the firmware fills nearly all of a board's heap,
@@ -446,14 +401,15 @@ class VirtualRig:
 
     def _wait_ready(self) -> None:
         """Until every tap is on both buses and has run READY_SIM_S on its own clock."""
-        assert self.buses is not None
         deadline = time.monotonic() + self.start_timeout_s
-        n = len(self.taps) + len(self.monitors)
-        for name in ("A", "B"):
-            while not self.buses[name].wait_for_taps(n, 0.2):
-                self._check_processes()
-                if time.monotonic() > deadline:
-                    raise RigError(f"only {self.buses[name].tap_count} of {n} taps connected to bus {name}")
+        for segment, buses in self.segment_buses.items():
+            n = sum(1 for t in [*self.taps, *self.monitors] if t.segment == segment)
+            for name in ("A", "B"):
+                while not buses[name].wait_for_taps(n, 0.2):
+                    self._check_processes()
+                    if time.monotonic() > deadline:
+                        raise RigError(f"only {buses[name].tap_count} of {n} taps connected to bus {name} of "
+                                       f"segment {segment}")
         for tap_id, plant in [*self.plant.plants.items(), *self.plant.monitors.items()]:
             while plant.now_us < READY_SIM_S * 1e6:
                 self._check_processes()
@@ -471,6 +427,7 @@ class VirtualRig:
     def _write_rig_file(self) -> None:
         data = {
             "site": self.site.name, "pid": os.getpid(), "baud": self.baud, "buses": self.bus_paths,
+            "segments": self.segment_paths,
             "control": str(self.workdir / CONTROL_SOCKET), "taps": [asdict(t) for t in self.taps],
             "monitors": [asdict(t) for t in self.monitors],
         }
