@@ -267,14 +267,17 @@ def sim(ctx: click.Context, n_taps: int, n_sources: int, site_path: Path | None,
 
 
 def _print_rig(virtual: rig.VirtualRig) -> None:
-    for segment, paths in virtual.segment_paths.items():
-        click.echo(f"segment {segment}: " + ", ".join(f"bus {name} {path}" for name, path in paths.items()))
+    segments = virtual.segment_paths
+    for segment, paths in segments.items():
+        where = f"segment {segment} " if len(segments) > 1 else ""  # one segment: as every rig printed it
+        for name, path in paths.items():
+            click.echo(f"{where}bus {name}: {path}")
     for tap in virtual.taps:
-        click.echo(f"tap {tap.id}: {tap.segment} address {tap.address}, unique id {tap.unique_id}, rack {tap.rack}, "
-                   f"inputs {' '.join(tap.inputs)}")
+        click.echo(f"tap {tap.id}: address {tap.address}, unique id {tap.unique_id}, rack {tap.rack}, "
+                   f"inputs {' '.join(tap.inputs)}, segment {tap.segment}")
     for monitor in virtual.monitors:
-        click.echo(f"monitor {monitor.id}: {monitor.segment} address {monitor.address}, unique id "
-                   f"{monitor.unique_id}, fitted to {monitor.monitors}")
+        click.echo(f"monitor {monitor.id}: address {monitor.address}, unique id {monitor.unique_id}, "
+                   f"fitted to {monitor.monitors}, segment {monitor.segment}")
     click.echo(f"records, keys included: {virtual.workdir / RIG_FILE}")
     click.echo(f"faults: ibt sim inject --workdir {virtual.workdir} KIND TARGET; Ctrl-C stops the rig")
 
