@@ -72,3 +72,13 @@ class LoadStep:
         if self.end_s is not None:
             on &= t < self.end_s
         return on
+
+
+def jobs_kw(jobs: tuple[Job, ...] | list[Job], rated_kw: FloatArray, times_s: FloatArray) -> FloatArray:
+    """The scheduled jobs' extra draw per rack at each of `times_s`: (racks, times)."""
+    out = np.zeros((len(rated_kw), len(times_s)))
+    for job in jobs:
+        on = job.running(np.asarray(times_s, dtype=np.float64))
+        if on.any():
+            out[:, on] += job.extra_kw(rated_kw)[:, None]
+    return out

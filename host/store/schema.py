@@ -132,40 +132,41 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def refuse_foreign_file(path: Path) -> None:
+def refuse_foreign_file(path: Path, what: str = "inventory") -> None:
     """A non-empty file that is not SQLite at all is refused before SQLite sees it."""
     if not path.is_file() or path.stat().st_size == 0:
         return
     with path.open("rb") as handle:
         head = handle.read(len(SQLITE_MAGIC))
     if head != SQLITE_MAGIC:
-        raise InventoryError(f"{path}: not an inventory database (not an SQLite file)")
+        raise InventoryError(f"{path}: not an {what} database (not an SQLite file)")
 
 
-def configure(db: sqlite3.Connection, path: Path) -> None:
+def configure(db: sqlite3.Connection, path: Path, what: str = "inventory") -> None:
     try:
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     except sqlite3.DatabaseError as error:
-        raise InventoryError(f"{path}: not an inventory database ({error})") from None
+        raise InventoryError(f"{path}: not an {what} database ({error})") from None
     if str(mode).lower() != "wal":
         raise InventoryError(f"{path}: cannot use WAL journal mode (got {mode}); is it on a network file system?")
     db.execute("PRAGMA foreign_keys = ON")
     db.execute("PRAGMA synchronous = FULL")
 
 
-def migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Bring the schema to SCHEMA_VERSION, one migration per transaction, refusing a
-    file that is newer or another program's."""
+def migrate(db: sqlite3.Connection, path: Path, migrations: tuple[tuple[str, ...], ...] = MIGRATIONS,
+            application_id: int = APPLICATION_ID, what: str = "inventory") -> None:
+    """Bring the schema to the last of `migrations`, one migration per transaction,
+    refusing a file that is newer or another program's (another application id)."""
     while True:
         db.execute("BEGIN IMMEDIATE")  # re-read under the write lock: another process may migrate too
         try:
-            version = check_identity(db, path)
-            if version == SCHEMA_VERSION:
+            version = check_identity(db, path, len(migrations), application_id, what)
+            if version == len(migrations):
                 db.execute("COMMIT")
                 return
-            for statement in MIGRATIONS[version]:
+            for statement in migrations[version]:
                 db.execute(statement)
-            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute(f"PRAGMA application_id = {application_id}")
             db.execute(f"PRAGMA user_version = {version + 1}")
             db.execute("COMMIT")
         except BaseException:
@@ -173,18 +174,19 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
             raise
 
 
-def check_identity(db: sqlite3.Connection, path: Path) -> int:
+def check_identity(db: sqlite3.Connection, path: Path, latest: int = SCHEMA_VERSION,
+                   application_id: int = APPLICATION_ID, what: str = "inventory") -> int:
     version = int(db.execute("PRAGMA user_version").fetchone()[0])
     application = int(db.execute("PRAGMA application_id").fetchone()[0])
     if version == 0 and application == 0:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         if tables:
-            raise InventoryError(f"{path}: not an inventory database (an SQLite file with tables "
+            raise InventoryError(f"{path}: not an {what} database (an SQLite file with tables "
                                  f"{', '.join(tables[:5])})")
         return 0
-    if application != APPLICATION_ID:
-        raise InventoryError(f"{path}: not an inventory database (SQLite application id {application:#x})")
-    if version > SCHEMA_VERSION:
-        raise InventoryError(f"{path}: inventory schema version {version} is newer than this software knows "
-                             f"({SCHEMA_VERSION}); use the newer software, or a backup made by this version")
+    if application != application_id:
+        raise InventoryError(f"{path}: not an {what} database (SQLite application id {application:#x})")
+    if version > latest:
+        raise InventoryError(f"{path}: {what} schema version {version} is newer than this software knows "
+                             f"({latest}); use the newer software, or a backup made by this version")
     return version

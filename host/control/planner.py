@@ -1,0 +1,134 @@
+"""A plan from the live site: the allocation problem built from what the fleet reports
+and what the observer forecasts, solved, and weighed against staying put.
+
+The problem (host/allocate/problem.py): each rack with the largest P95 of its forecast
+over the horizon (scheduled jobs in it), its current source as read, its moves of the
+last week and the time since its last one (the dwell and the weekly cap); each source
+with its capacity, its risk (1 when it is alarmed, quarantined or not up, so the plan
+empties it and names it nobody's alternate), the THD its monitor measures, a battery's
+energy as its BMS reports it now (unknown: empty, the safe side), and the policy's
+limits. A rack the controller must not move now (no reading, or a move refused a
+moment ago) keeps its source: its weekly moves are set to the cap.
+
+Hysteresis: the same problem is solved with no voluntary moves (only the evacuations
+every plan must make). The plan that moves more is taken only when it covers more
+contingencies, or lowers the worst post-contingency utilisation by the policy's margin.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from host.allocate.heuristic import solve_heuristic
+from host.allocate.milp import solve_milp
+from host.allocate.plan import Plan, make_plan
+from host.allocate.problem import Problem
+from host.allocate.solution import Solution
+from host.control.observer import SiteView
+from host.control.policy import ControlPolicy
+from host.model.fleet import FleetTelemetry, SourceStatus
+from host.model.site import Availability, Site, SourceKind
+
+EXACT_MAX_RACKS = 200  # solved exactly up to this many racks, by the heuristic above
+EXACT_TIME_LIMIT_S = 10.0
+WEEK_S = 7 * 86_400.0
+
+
+@dataclass(frozen=True, eq=False)
+class PlanChoice:
+    plan: Plan
+    stay: Plan  # the plan with no voluntary moves, weighed against
+    chosen: str  # "plan" or "stay"
+    reason: str
+    problem: Problem
+
+
+def build_problem(site: Site, view: SiteView, telemetry: FleetTelemetry, statuses: Mapping[str, SourceStatus],
+                  policy: ControlPolicy, *, moved: Mapping[str, list[float]], unavailable: Collection[str],
+                  alarmed: Collection[str], pinned: Collection[str], last_known: Mapping[str, str | None],
+                  budget: int | None = None) -> Problem:
+    """The allocation problem of the live site now; see the module docstring."""
+    now = view.time_s
+    current: list[str | None] = []
+    for rack in site.racks:
+        i = telemetry.index(rack.id)
+        read = not math.isnan(float(telemetry.draw_kw[i]))
+        active = int(telemetry.active[i])
+        if read:
+            current.append(None if active < 0 else telemetry.source_ids[active])
+        else:
+            current.append(last_known.get(rack.id))
+    no_reading = {rack.id for rack in site.racks if math.isnan(float(telemetry.draw_kw[telemetry.index(rack.id)]))}
+    hold = set(pinned) | no_reading
+    cap = policy.moves_per_week
+    moves_week, dwell = [], []
+    for rack in site.racks:
+        times = [t for t in moved.get(rack.id, []) if t >= now - WEEK_S]
+        moves_week.append(max(cap, len(times)) if rack.id in hold else len(times))
+        dwell.append(now - times[-1] if times else math.inf)
+    sources = tuple(replace(s, availability=Availability.MAINTENANCE) if s.id in unavailable else s
+                    for s in site.sources)
+    live_site = replace(site, sources=sources)
+    risk = []
+    for j, source in enumerate(site.sources):
+        status = statuses.get(source.id)
+        down = status is not None and not status.up
+        if source.id in alarmed or source.id in unavailable or down:
+            risk.append(1.0)
+        else:  # below its alarm: a risk the allocator weighs, never one it evacuates for
+            risk.append(min(float(view.risk[j]), policy.risk_raise))
+    stored = [_stored(statuses.get(s.id)) if s.kind == SourceKind.BATTERY else math.nan for s in site.sources]
+    thd = [_thd(statuses.get(s.id)) for s in site.sources]
+    allocation = policy.allocation()
+    if budget is not None:
+        allocation = replace(allocation, move_budget=budget)
+    return Problem.from_site(live_site, view.draw_kw, current, policy=allocation, risk=risk, thd_pct=thd,
+                             stored_kwh=stored, moves_week=moves_week, dwell_s=dwell)
+
+
+def _stored(status: SourceStatus | None) -> float:
+    """A battery's energy as its BMS reports it; unknown counts as empty (the safe side)."""
+    if status is None or status.stored_kwh is None or not math.isfinite(status.stored_kwh):
+        return 0.0
+    return max(0.0, float(status.stored_kwh))
+
+
+def _thd(status: SourceStatus | None) -> float:
+    if status is None or status.signals is None or status.signals.thd_pct is None:
+        return 0.0
+    return max(0.0, float(status.signals.thd_pct))
+
+
+def solve(problem: Problem) -> Solution:
+    if problem.n_racks <= EXACT_MAX_RACKS:
+        return solve_milp(problem, time_limit_s=EXACT_TIME_LIMIT_S)
+    return solve_heuristic(problem)
+
+
+def choose(problem: Problem, margin: float) -> PlanChoice:
+    """The plan, or staying put (its evacuations only), by the hysteresis rule."""
+    stay_problem = replace(problem, policy=replace(problem.policy, move_budget=0))
+    stay = make_plan(stay_problem, solve(stay_problem))
+    if problem.policy.move_budget == 0:
+        return PlanChoice(stay, stay, "stay", "no voluntary moves allowed", problem)
+    plan = make_plan(problem, solve(problem))
+    if not plan.check.moves:
+        return PlanChoice(plan, stay, "plan", "no voluntary moves needed", problem)
+    covered_plan, covered_stay = sum(plan.check.covered), sum(stay.check.covered)
+    if covered_plan > covered_stay:
+        return PlanChoice(plan, stay, "plan", f"covers {covered_plan} single losses, staying {covered_stay}", problem)
+    gain = stay.worst_post - plan.worst_post
+    if covered_plan == covered_stay and gain >= margin:
+        return PlanChoice(plan, stay, "plan", f"worst post-contingency utilisation {stay.worst_post:.3f} -> "
+                                               f"{plan.worst_post:.3f}, better by the margin {margin:g}", problem)
+    return PlanChoice(plan, stay, "stay", f"{plan.check.moves} moves would gain {gain:.3f} of worst utilisation, "
+                                          f"less than the margin {margin:g}", problem)
+
+
+def worst_steady(problem: Problem) -> np.ndarray:
+    """Each source's steady utilisation with the racks where they are."""
+    return (problem.loads(problem.current) + problem.other_kw) / problem.capacity_kw
