@@ -205,3 +205,28 @@ def test_a_restart_reconciles_the_journal_and_rebuilds_from_the_store(tmp_path: 
     assert any("forecasters rebuilt" in n for n in notes) and second.observer.forecaster is not None
     assert "ups-1" in second.quarantined, "the quarantine survives the restart"
     assert second.intents.unfinished() == []
+
+
+DRIFT = ROW.replace("step_s = 60", "step_s = 300").replace("duration_s = 86400", "duration_s = 432000") + """
+[[conditions]]
+family = "thermal_drift"  # ups-1 heats up from day 1 and fails on day 4
+source = "ups-1"
+start_s = 86400
+end_s = 345600
+"""
+
+
+def test_a_predicted_fault_is_emptied_ahead_of_time_deferrable_racks_first() -> None:
+    sim, controller = _controller(DRIFT)
+    _run(sim, controller, 3.5 * 86400)
+    (alarm,) = controller.intents.decisions(kind="risk_alarm")
+    assert alarm.subject == "ups-1" and alarm.time < 3.0 * 86400, "raised a day or more before the failure"
+    assert "ups-1" in controller.flagged
+    telemetry = sim.read_telemetry()
+    assert not [r for r in telemetry.rack_ids if telemetry.active_source(r) == "ups-1"], "emptied before it fails"
+    leaving = [i for i in controller.intents.recent(alarm.time) if i.source == "ups-1" and i.state == IntentState.DONE]
+    order = {"deferrable": 0, "normal": 1, "critical": 2}
+    ranks = [order[sim.site.rack(i.rack).priority.value] for i in leaving]
+    assert leaving and ranks == sorted(ranks), "deferrable racks first, then normal, then critical"
+    _run(sim, controller, 4.5 * 86400)
+    assert sum(sim.stats().unserved_kwh.values()) == 0.0 and sim.stats().racks_unpowered == 0

@@ -32,7 +32,7 @@ from host.allocate.problem import AllocationError, Problem
 from host.control.executor import Execution, Executor, StepHook, reconcile
 from host.control.leadership import Leadership, SoleController
 from host.control.observer import LiveObserver
-from host.control.planner import PlanChoice, build_problem, choose
+from host.control.planner import PlanChoice, build_problem, choose, evacuation_order
 from host.control.policy import ControlPolicy
 from host.control.risk_alarms import RiskAlarms
 from host.control.triggers import Triggers
@@ -220,7 +220,8 @@ class Controller:
             report.chosen = choice.chosen
             self.last_choice = choice
             try:
-                execution = self.executor.run(plan, why, self._plan_id, self._avoid())
+                moves = evacuation_order(choice.problem, plan.moves, set(self.flagged))
+                execution = self.executor.run(plan, why, self._plan_id, self._avoid(), moves)
             except FencingError as exc:
                 self._fenced_out(str(exc))
                 return

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from host.allocate.plan import Move, Plan
@@ -64,11 +64,13 @@ class Executor:
         self.rankings: dict[str, Alternates] = {}  # what each rack's tap last acknowledged, by this controller
         self._arrivals: dict[str, list[float]] = {}
 
-    def run(self, plan: Plan, reason: str, plan_id: int, avoid: Collection[str]) -> Execution:
-        """Carry the plan out (module docstring); `avoid`: sources at risk or quarantined."""
+    def run(self, plan: Plan, reason: str, plan_id: int, avoid: Collection[str],
+            moves: Sequence[Move] | None = None) -> Execution:
+        """Carry the plan out (module docstring); `avoid`: sources at risk or quarantined;
+        `moves`: the plan's moves in another safe order (evacuations by priority)."""
         out = Execution()
         self._clear_rankings_of(avoid, out)
-        for move in plan.moves:
+        for move in plan.moves if moves is None else moves:
             outcome = self._move(move, reason, plan_id)
             if outcome is None:
                 out.done.append(move)

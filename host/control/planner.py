@@ -18,20 +18,20 @@ contingencies, or lowers the worst post-contingency utilisation by the policy's 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from host.allocate.heuristic import solve_heuristic
 from host.allocate.milp import solve_milp
-from host.allocate.plan import Plan, make_plan
+from host.allocate.plan import Move, Plan, make_plan
 from host.allocate.problem import Problem
 from host.allocate.solution import Solution
 from host.control.observer import SiteView
 from host.control.policy import ControlPolicy
 from host.model.fleet import FleetTelemetry, SourceStatus
-from host.model.site import Availability, Site, SourceKind
+from host.model.site import Availability, Priority, Site, SourceKind
 
 EXACT_MAX_RACKS = 200  # solved exactly up to this many racks, by the heuristic above
 EXACT_TIME_LIMIT_S = 10.0
@@ -132,3 +132,30 @@ def choose(problem: Problem, margin: float) -> PlanChoice:
 def worst_steady(problem: Problem) -> np.ndarray:
     """Each source's steady utilisation with the racks where they are."""
     return (problem.loads(problem.current) + problem.other_kw) / problem.capacity_kw
+
+
+PRIORITY_ORDER = {Priority.DEFERRABLE: 0, Priority.NORMAL: 1, Priority.CRITICAL: 2}
+
+
+def evacuation_order(problem: Problem, moves: Sequence[Move], emptied: Collection[str]) -> tuple[Move, ...]:
+    """The plan's moves with those leaving an emptied source (at risk, flagged) taken
+    deferrable racks first, then normal, then critical, where that order keeps every
+    source within its hard limit at every step as the plan's own order does; else the
+    plan's order."""
+    leaving = [m for m in moves if m.source in emptied]
+    if len(leaving) < 2:
+        return tuple(moves)
+    priority = dict(zip(problem.rack_ids, problem.priority, strict=True))
+    ranked = iter(sorted(leaving, key=lambda m: PRIORITY_ORDER[priority[m.rack]]))
+    order = [next(ranked) if m.source in emptied else m for m in moves]
+    index = {s: j for j, s in enumerate(problem.source_ids)}
+    load = problem.loads(problem.current).astype(np.float64)
+    hard = problem.hard_limit_kw
+    for move in order:
+        if move.source is not None:
+            load[index[move.source]] -= move.kw
+        if move.target is not None:
+            load[index[move.target]] += move.kw
+            if load[index[move.target]] > hard[index[move.target]] + 1e-6:
+                return tuple(moves)
+    return tuple(order)
