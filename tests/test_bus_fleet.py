@@ -247,6 +247,7 @@ def test_every_command_of_the_fleet_is_journalled(bench: Bench) -> None:
     assert fleet.set_alternates("rack-1", "ups-b", ["ups-a"]).ok
     journal = [(e.tap, e.message, e.state) for e in fleet.journal.entries]  # type: ignore[attr-defined]
     assert journal[0] == ("tap-1", "SWITCH", CommandState.ACKNOWLEDGED)
+    assert all(e.seq is not None and e.counter is not None for e in fleet.journal.entries)  # type: ignore[attr-defined]
     assert ("tap-1", "SET_ALTERNATES", CommandState.ACKNOWLEDGED) in journal[1:]
 
 
@@ -269,3 +270,22 @@ def test_a_move_onto_an_input_out_of_the_site_phase_is_refused(bench: Bench) -> 
     assert isinstance(result, Refused) and result.reason == Refusal.SOURCE_UNHEALTHY, result
     assert "the wiring does not match" in result.detail
     assert fleet.read_telemetry().active_source("rack-1") == "ups-a"
+
+
+def test_taking_over_fences_the_previous_controller_out(bench: Bench) -> None:
+    """Last in the module: it leaves the rig's taps in a higher epoch than the bench's."""
+    first = bench.fresh_fleet()
+    assert first.move("rack-1", "ups-a", "ups-b") == Done(changed=True)
+    second_client = TapClient(bench.link, bench.keys, epoch=bench.rig.epoch, timeout=TIMEOUT_S)
+    second = bench.fleet(second_client)
+    persisted: list[int] = []
+    epoch = second.take_over(persisted.append)
+    assert epoch == bench.rig.epoch + 1 and persisted == [epoch], "durable before any tap depends on it"
+    assert all(bench.client.status(t.address).epoch == epoch for t in bench.taps)
+    raised = [e for e in second.journal.entries if e.message == "RAISE_EPOCH"]  # type: ignore[attr-defined]
+    assert len(raised) == len(bench.taps) and all(e.state == CommandState.ACKNOWLEDGED for e in raised)
+    with pytest.raises(FencedOut):
+        first.move("rack-1", "ups-b", "ups-a")
+    assert second.read_telemetry().active_source("rack-1") == "ups-b", "the fenced controller moved nothing"
+    second.heartbeat()
+    assert second.move("rack-1", "ups-b", "ups-a") == Done(changed=True)

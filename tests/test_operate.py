@@ -102,6 +102,8 @@ def test_switch_moves_the_rack_and_verifies_it(bench: Bench, session: Session) -
     assert bench.rig.plant.plants["tap-1"].conducting_input() == 2
     journal = [(c.message, c.state) for c in session.inventory.commands("tap-1")]
     assert journal[-1] == ("SWITCH", CommandState.ACKNOWLEDGED)
+    last = session.inventory.commands("tap-1")[-1]
+    assert last.seq is not None and last.counter is not None, "the frame's seq and counter, journalled before it left"
     _wait_healthy(session, "tap-1")
     back = switching.switch(session, "tap-1", "1")  # by input number
     assert back.verified and bench.rig.plant.plants["tap-1"].conducting_input() == 1

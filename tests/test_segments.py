@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from host.bus.link import RedundantLink
+from host.bus.transport import SerialSettings, SerialTransport
 from host.cli.main import cli
+from host.client.keys import MemoryKeys
+from host.client.tap_client import TapClient
+from host.fleet.bus_fleet import BusFleet
 from host.model.site_file import load_site_file
 from host.ops import readings, switching
 from host.ops.session import BusPorts, OperatorError, Session
@@ -150,6 +155,31 @@ def test_a_switch_counts_the_racks_of_every_segment_on_its_target(two_segments: 
                                                           r"segment\).*exceed its 7 kW; nothing sent"):
             switching.switch(session, "tap-1", "ups-1")
         assert readings.status(session, ["tap-1"])[0]["active_source"] == "ups-2", "nothing moved"
+
+
+def test_the_fleet_over_the_buses_sweeps_every_segment(two_segments: tuple[rig.VirtualRig, Path]) -> None:
+    started, _ = two_segments
+    clients, transports = {}, []
+    for segment, paths in started.segment_paths.items():
+        pair = [SerialTransport(SerialSettings(paths[n], name=n, usb_latency_s=0.001)).open() for n in ("A", "B")]
+        transports += pair
+        keys = MemoryKeys({t.address: t.key_bytes for t in started.taps if t.segment == segment})
+        clients[segment] = TapClient(RedundantLink(*pair), keys, epoch=started.epoch, timeout=1.0)
+    try:
+        fleet = BusFleet(started.site, {t.rack: t for t in started.taps}, clients)
+        telemetry = fleet.read_telemetry()
+        assert fleet.unanswered == frozenset(), fleet.errors
+        assert [telemetry.active_source(r) for r in ("r1", "r2")] == ["ups-2", "ups-1"]  # both at address 1
+        with pytest.raises(ValueError, match="names segment 'seg-9'"):
+            BusFleet(started.site, {"r1": _Record(1, "seg-1"), "r2": _Record(1, "seg-9")}, clients)
+    finally:
+        for transport in transports:
+            transport.close()
+
+
+class _Record:
+    def __init__(self, address: int, segment: str) -> None:
+        self.address, self.segment = address, segment
 
 
 def rig_ports_of(started: rig.VirtualRig) -> dict[str, BusPorts]:

@@ -102,6 +102,9 @@ class TapClient:
         self.retries = retries
         self.stats = ClientStats()
         self.fenced = False
+        # called with (address, seq, counter) once a signed frame is built, before it
+        # leaves: the journal records both (host/ops/journal.py)
+        self.on_signed: Callable[[int, int, int], None] | None = None
         self._seq = (random.randrange(0x10000) if first_seq is None else first_seq) - 1
         self._lock = threading.RLock()
 
@@ -262,9 +265,10 @@ class TapClient:
             keys.commit(address, counter)
         values = fields(key, counter) if callable(fields) else fields
         target = address if dst is None else dst
-        frame = messages.request(
-            target, name, self.next_seq(), dict(values), key=key, epoch=self.epoch, counter=counter
-        )
+        seq = self.next_seq()
+        frame = messages.request(target, name, seq, dict(values), key=key, epoch=self.epoch, counter=counter)
+        if self.on_signed is not None:
+            self.on_signed(address, seq, counter)
         src = address if answer_src is None else answer_src
         return self._call(address, frame, _Expect(src, ack_key or key, key))
 

@@ -29,19 +29,9 @@ line: sqrt 3 by default).
 
 Sources
 -------
-`read_sources` joins each source's adapter (host/sim/site/adapters.py) where one is given.
-Without one (the virtual rig has no UPS controllers) the status is derived from the
-latest sweep, and says so by what it leaves unknown:
-
-- load: the sum of the measured draws of the racks on it (racks whose tap did not
-  answer are left out: their draw is unknown);
-- capacity: the site model's; available: capacity less load while up, else 0;
-- state: MAINTENANCE if the site model says so; UP when at least one answering tap
-  wired to it measures it present and healthy; else FAILED (no tap vouches for it,
-  which includes no tap answering);
-- alarms: OVERLOAD when the load is above capacity;
-- overload progress NaN, state of charge and runtime None: only the source's own
-  controller knows them.
+`read_sources` joins each source's adapter (host/sim/site/adapters.py) where one is given;
+without one (the virtual rig has no UPS controllers) the status is derived from the
+latest sweep (host/fleet/derived_sources.py says how, and what it leaves unknown).
 
 Health signals come from the source's monitor tap (`monitors`: source id -> the address
 of the monitor-role tap fitted to it), with or without an adapter: one HEALTH per
@@ -113,13 +103,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from types import MappingProxyType
 
 import numpy as np
 
+from host.client.replies import Telemetry
 from host.client.tap_client import TapClient
 from host.client.tap_errors import TapError
+from host.fleet.derived_sources import derived_status
+from host.fleet.epochs import Epochs
 from host.fleet.event_harvest import EventHarvest
 from host.fleet.monitor_health import health_signals
 from host.fleet.rankings import Rankings
@@ -141,7 +135,7 @@ from host.model.fleet import (
     alternates_refusal,
 )
 from host.model.site import Availability, Site
-from host.model.sources import Alarm, SourceAdapter, SourceState
+from host.model.sources import SourceAdapter, SourceState
 from host.ops.journal import CommandJournal, MemoryJournal
 from host.ops.move import SiteNominal, TapWiring, move_tap
 from host.wire import framing, messages
@@ -177,7 +171,7 @@ class BusFleet:
         self,
         site: Site,
         taps: Mapping[str, int | HasAddress],
-        client: TapClient,
+        client: TapClient | Mapping[str, TapClient],
         source_adapters: Mapping[str, SourceAdapter] | None = None,
         clock: Callable[[], float] = time.time,
         *,
@@ -190,7 +184,9 @@ class BusFleet:
         overload_allowance: float = 0.0,
     ) -> None:
         self._site = site
-        self._client = client
+        self._clients: dict[str, TapClient] = {"": client} if isinstance(client, TapClient) else dict(client)
+        if not self._clients:
+            raise ValueError("a fleet over the buses needs a client for at least one segment")
         self._clock = clock
         self.transfer_timeout_s = transfer_timeout_s
         self.sources_max_age_s = sources_max_age_s
@@ -204,8 +200,8 @@ class BusFleet:
         unknown = sorted(set(self._adapters) - set(site.source_index))
         if unknown:
             raise ValueError(f"adapters for sources the site does not have: {', '.join(unknown)}")
-        self._routes = routes_for(site, taps)
-        self._monitors = monitor_addresses(site, monitors or {}, self._routes)
+        self._routes = routes_for(site, taps, tuple(self._clients))
+        self._monitors = monitor_addresses(site, monitors or {}, self._routes, tuple(self._clients))
         self._rack_ids = tuple(rack.id for rack in site.racks)
         self._rack_index = MappingProxyType(dict(site.rack_index))
         self._source_ids = tuple(source.id for source in site.sources)
@@ -218,8 +214,9 @@ class BusFleet:
         self.unanswered: frozenset[str] = frozenset()  # racks whose tap did not answer the last sweep
         self.errors: dict[str, str] = {}  # rack -> why its tap did not answer, last sweep
         self.monitor_errors: dict[str, str] = {}  # source -> why its monitor gave no signals, last read_sources
-        self._rankings = Rankings(client, self._routes, self.journal)
-        self._events_in = EventHarvest(self._client, self._routes, self._rack_ids, self._source_at, self._append,
+        self._rankings = Rankings(self.client_of, self._routes, self.journal)
+        self._epochs = Epochs(self._clients, self._routes, self._monitors, monitors or {}, self.journal)
+        self._events_in = EventHarvest(self.client_of, self._routes, self._rack_ids, self._source_at, self._append,
                                        self._draw)
         self.lost_events = self._events_in.lost_events  # per rack: overwritten before they were read
         self.other_events = self._events_in.other_events  # per rack: tap events the fleet log has no kind for
@@ -241,20 +238,17 @@ class BusFleet:
         present = np.zeros((n_racks, width), dtype=bool)
         healthy = np.zeros((n_racks, width), dtype=bool)
         errors: dict[str, str] = {}
-        answered: int | None = None
+        readings = self._sweep(errors)
         for r, rack_id in enumerate(self._rack_ids):
             route = self._routes[rack_id]
-            try:
-                reading = self._client.telemetry(route.address)
-                inputs = reading.inputs
-                active_input = reading.active_input
-            except TapError as exc:
-                errors[rack_id] = str(exc)
+            reading = readings.get(rack_id)
+            if reading is None:
                 continue
+            inputs = reading.inputs
+            active_input = reading.active_input
             if active_input and active_input not in route.source_of:
                 errors[rack_id] = f"the tap reports input {active_input} active, which the site does not wire"
                 continue
-            answered = route.address if answered is None else answered
             if active_input:
                 active[r] = self._site.source_index[route.source_of[active_input]]
                 draw[r] = max(float(reading.fields["power_W"]), 0.0) / 1000.0
@@ -272,8 +266,6 @@ class BusFleet:
             self._draw[rack_id] = float(draw[r])
         self.errors = errors
         self.unanswered = frozenset(errors)
-        if answered is not None:
-            self._maybe_probe(answered)
         telemetry = FleetTelemetry(
             time_s=time_s,
             rack_ids=self._rack_ids,
@@ -289,6 +281,43 @@ class BusFleet:
         )
         self._latest = (time.monotonic(), telemetry)
         return telemetry
+
+    def client_of(self, route: Route) -> TapClient:
+        """The client of the route's bus segment."""
+        return self._clients[route.segment]
+
+    def _sweep(self, errors: dict[str, str]) -> dict[str, Telemetry]:
+        """TELEMETRY from every rack's tap: one segment's taps one at a time in rack order,
+        the segments at once (each is its own pair of buses); then each segment's probe of
+        a bus that carried no traffic lately. A tap that does not answer goes in `errors`."""
+        by_segment: dict[str, list[Route]] = {}
+        for rack_id in self._rack_ids:
+            route = self._routes[rack_id]
+            by_segment.setdefault(route.segment, []).append(route)
+
+        def sweep(routes: list[Route]) -> tuple[dict[str, Telemetry], dict[str, str]]:
+            got: dict[str, Telemetry] = {}
+            failed: dict[str, str] = {}
+            for route in routes:
+                try:
+                    got[route.rack_id] = self.client_of(route).telemetry(route.address)
+                except TapError as exc:
+                    failed[route.rack_id] = str(exc)
+            if got:
+                first = next(r for r in routes if r.rack_id in got)
+                self._maybe_probe(self.client_of(first), first.address)
+            return got, failed
+
+        if len(by_segment) == 1:
+            results = [sweep(next(iter(by_segment.values())))]
+        else:
+            with ThreadPoolExecutor(max_workers=len(by_segment)) as pool:
+                results = list(pool.map(sweep, by_segment.values()))
+        readings: dict[str, Telemetry] = {}
+        for got, failed in results:
+            readings.update(got)
+            errors.update(failed)
+        return readings
 
     def read_sources(self) -> dict[str, SourceStatus]:
         """Each source from its adapter, or derived from the latest sweep (a new one if the
@@ -306,7 +335,7 @@ class BusFleet:
                 )
             else:
                 assert telemetry is not None
-                status = self._derived_status(source.id, telemetry, signals)
+                status = derived_status(self._site, source.id, telemetry, signals)
             out[source.id] = status
             self._note_source_state(source.id, status)
         return out
@@ -345,10 +374,10 @@ class BusFleet:
         self._latest = None  # whatever happens next, the last sweep may no longer be the truth
         self._events_in.ensure_cursor(rack_id)
         outcome = move_tap(
-            self._client, self._wiring(route), self._nominal, self.journal,
+            self.client_of(route), self._wiring(route), self._nominal, self.journal,
             expected_input=expected_input, target_input=0 if target is None else route.input_of[target],
             load_on=partial(self._load_on, telemetry, rack_id), overload_allowance=self.overload_allowance,
-            confirm_s=self.transfer_timeout_s)
+            confirm_s=self.transfer_timeout_s, before_send=lambda status: self._epochs.align(route, int(status.epoch)))
         if outcome.refusal == Refusal.CAS_MISMATCH:
             actual = self._source_at(route, outcome.actual_input or 0)
             return Refused(Refusal.CAS_MISMATCH, f"rack {rack_id!r} is on {actual!r}, not {expected!r} "
@@ -360,6 +389,15 @@ class BusFleet:
             draw = self._draw[route.rack_id]
             self._append(EventKind.MOVED, route.rack_id, target, 0.0 if math.isnan(draw) else draw)
         return Done(changed=outcome.changed)
+
+    def take_over(self, persist_epoch: Callable[[int], None] | None = None) -> int:
+        """Fence every other controller out: host/fleet/epochs.py `Epochs.take_over`."""
+        return self._epochs.take_over(persist_epoch)
+
+    def heartbeat(self) -> None:
+        """The controller's sign of life to every tap, on every bus of every segment."""
+        for client in self._clients.values():
+            client.broadcast_heartbeat()
 
     def set_alternates(self, rack_id: str, for_source: str, ranked: Sequence[str]) -> CommandResult:
         route = self._routes.get(rack_id)
@@ -385,43 +423,16 @@ class BusFleet:
     def _read_signals(self, source_id: str) -> HealthSignals | None:
         """HEALTH from the source's monitor tap as the predictor's signals; None without a
         monitor or an answer (the reason in `monitor_errors`)."""
-        address = self._monitors.get(source_id)
-        if address is None:
+        found = self._monitors.get(source_id)
+        if found is None:
             return None
+        segment, address = found
         try:
-            reply = self._client.health(address)
+            reply = self._clients[segment].health(address)
         except TapError as exc:
             self.monitor_errors[source_id] = str(exc)
             return None
         return health_signals(reply.fields)
-
-    def _derived_status(self, source_id: str, telemetry: FleetTelemetry,
-                        signals: HealthSignals | None = None) -> SourceStatus:
-        index = self._site.source_index[source_id]
-        source = self._site.sources[index]
-        on_it = telemetry.active == index
-        load = float(np.nansum(telemetry.draw_kw[on_it]))
-        vouched = bool((telemetry.input_healthy & telemetry.input_present & (telemetry.input_source == index)).any())
-        if source.availability == Availability.MAINTENANCE:
-            state = SourceState.MAINTENANCE
-        else:
-            state = SourceState.UP if vouched else SourceState.FAILED
-        up = state == SourceState.UP
-        alarms = frozenset({Alarm.OVERLOAD}) if up and load > source.capacity_kw else frozenset()
-        return SourceStatus(
-            source_id=source_id,
-            kind=source.kind,
-            time_s=telemetry.time_s,
-            state=state,
-            capacity_kw=source.capacity_kw,
-            load_kw=load,
-            available_kw=max(source.capacity_kw - load, 0.0) if up else 0.0,
-            overload_progress=math.nan,
-            state_of_charge=None,
-            runtime_s=None,
-            alarms=alarms,
-            signals=signals,
-        )
 
     def _note_source_state(self, source_id: str, status: SourceStatus) -> None:
         """Log a change of state since the previous read_sources (none at the first)."""
@@ -434,17 +445,18 @@ class BusFleet:
         elif before == SourceState.UP and status.state in _SOURCE_EVENTS:
             self._append(_SOURCE_EVENTS[status.state], source_id=source_id)
 
-    def _maybe_probe(self, address: int) -> None:
+    @staticmethod
+    def _maybe_probe(client: TapClient, address: int) -> None:
         """Let a redundant link probe its idle bus with a STATUS to a tap that just answered."""
-        probe = getattr(self._client.link, "maybe_probe", None)
+        probe = getattr(client.link, "maybe_probe", None)
         if probe is None:
             return
 
         def frame() -> bytes:
-            request = messages.request(address, "STATUS", self._client.next_seq())
+            request = messages.request(address, "STATUS", client.next_seq())
             return framing.encode_frame(request.to_body())
 
-        probe(frame, self._client.timeout)
+        probe(frame, client.timeout)
 
     # -- internals: commands ----------------------------------------------------------------
 

@@ -31,10 +31,10 @@ class _Harvest:
 class EventHarvest:
     """Collects each rack tap's events into the fleet's log through `append`."""
 
-    def __init__(self, client: TapClient, routes: Mapping[str, Route], rack_ids: Sequence[str],
+    def __init__(self, client_of: Callable[[Route], TapClient], routes: Mapping[str, Route], rack_ids: Sequence[str],
                  source_at: Callable[[Route, int], str | None], append: Callable[..., None],
                  draw: Mapping[str, float]) -> None:
-        self._client = client
+        self._client_of = client_of
         self._routes = routes
         self._source_at = source_at
         self._append = append
@@ -52,18 +52,19 @@ class EventHarvest:
         harvest = self._harvest[rack_id]
         if harvest.cursor is not None:
             return True
-        address = self._routes[rack_id].address
+        route = self._routes[rack_id]
+        address = route.address
         try:
-            boot = self._boot_count(address)  # first, so that the head read next is of this boot
-            head = int(self._client.read_events(address, 0, 0).fields["head"])
+            boot = self._boot_count(route)  # first, so that the head read next is of this boot
+            head = int(self._client_of(route).read_events(address, 0, 0).fields["head"])
         except TapError:
             return False
         harvest.cursor = EventCursor(boot=boot or 1, next_seq=head)  # what happens from now on
         return True
 
-    def _boot_count(self, address: int) -> int | None:
+    def _boot_count(self, route: Route) -> int | None:
         """The tap's boot count (STATUS, protocol minor 3), which names its event log's boot."""
-        boot_count = self._client.status(address).fields.get("boot_count")
+        boot_count = self._client_of(route).status(route.address).fields.get("boot_count")
         return None if boot_count is None else int(boot_count)
 
     def collect(self, rack_id: str) -> None:
@@ -74,8 +75,8 @@ class EventHarvest:
         route = self._routes[rack_id]
         assert harvest.cursor is not None
         try:
-            batch = tap_events.read_new(partial(self._client.read_events, route.address), harvest.cursor,
-                                        self._boot_count(route.address))
+            batch = tap_events.read_new(partial(self._client_of(route).read_events, route.address), harvest.cursor,
+                                        self._boot_count(route))
         except TapError:
             return  # collected at a later call
         if batch.rebooted:

@@ -10,7 +10,7 @@ disagreement); before any `set`, what STATUS reports for the active input.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 
 from host.client.tap_client import TapClient
@@ -24,8 +24,9 @@ from protocol import catalog
 class Rankings:
     """The rankings of every rack's tap, reached by `client`, each command in `journal`."""
 
-    def __init__(self, client: TapClient, routes: Mapping[str, Route], journal: CommandJournal) -> None:
-        self._client = client
+    def __init__(self, client_of: Callable[[Route], TapClient], routes: Mapping[str, Route],
+                 journal: CommandJournal) -> None:
+        self._client_of = client_of
         self._journal = journal
         self._acknowledged: dict[str, Alternates] = {}  # what this fleet last had acknowledged
         # inputs that may hold a ranking the fleet's one-ranking-per-rack model does not want
@@ -38,10 +39,10 @@ class Rankings:
         for_input = route.input_of.get(record.for_source) if record is not None and record.for_source else None
         try:
             if for_input:
-                held = self._client.read_alternates(route.address, for_input)
+                held = self._client_of(route).read_alternates(route.address, for_input)
                 on_tap = _named(route, for_input, held.alternates)
             else:
-                status = self._client.status(route.address)
+                status = self._client_of(route).status(route.address)
                 on_tap = _named(route, int(status.fields["alternates_for"]),
                                 [int(status.fields[f"alternate_{i}"]) for i in (1, 2, 3)])
         except TapError as exc:
@@ -88,8 +89,9 @@ class Rankings:
         return Done(changed=before != wanted)
 
     def _send(self, route: Route, for_input: int, inputs: list[int]) -> None:
+        client = self._client_of(route)
         journalled(self._journal, route.tap_id, "SET_ALTERNATES", {"for_input": for_input, "alternates": inputs},
-                   partial(self._client.set_alternates, route.address, for_input, inputs))
+                   partial(client.set_alternates, route.address, for_input, inputs), client)
 
     def _forget(self, route: Route) -> None:
         """After a SET_ALTERNATES of unknown outcome: the next read asks the tap, and the next

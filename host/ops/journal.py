@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from host.client.keys import NoKey
 from host.client.replies import Reply
+from host.client.tap_client import TapClient
 from host.client.tap_errors import FencedOut, TapRefused, TapTimeout
 from host.store.records import NEXT_STATES, CommandState, InventoryError
 from protocol import catalog
@@ -29,6 +30,9 @@ class CommandJournal(Protocol):
 
     def update_command(self, command_id: int, state: CommandState, result: str | None = None) -> None: ...
 
+    def note_frame(self, command_id: int, seq: int, counter: int) -> None:
+        """The signed frame's sequence number and counter, durable before it leaves."""
+
 
 @dataclass
 class JournalEntry:
@@ -39,6 +43,8 @@ class JournalEntry:
     fields: dict[str, Any]
     state: CommandState = CommandState.PENDING
     result: str | None = None
+    seq: int | None = None
+    counter: int | None = None
 
 
 @dataclass
@@ -58,12 +64,28 @@ class MemoryJournal:
             raise ValueError(f"command {command_id}: cannot go from {entry.state} to {state}")
         entry.state, entry.result = state, result if result is not None else entry.result
 
+    def note_frame(self, command_id: int, seq: int, counter: int) -> None:
+        entry = self.entries[command_id - 1]
+        entry.seq, entry.counter = seq, counter
+
 
 def journalled(journal: CommandJournal, tap_id: str, message: str, fields: dict[str, Any],
-               send: Callable[[], Reply]) -> Reply:
+               send: Callable[[], Reply], client: TapClient | None = None) -> Reply:
     """Send one signed command, journalled; once more on a REPLAY to the first copy.
-    Refusals and timeouts are re-raised after the journal has them."""
+    With the `client` that signs it, the frame's seq and counter are journalled before
+    it leaves. Refusals and timeouts are re-raised after the journal has them."""
     command_id = journal.record_command(tap_id, message, fields)
+    if client is not None:
+        saved = client.on_signed
+        client.on_signed = lambda address, seq, counter: journal.note_frame(command_id, seq, counter)
+    try:
+        return _send(journal, command_id, send)
+    finally:
+        if client is not None:
+            client.on_signed = saved
+
+
+def _send(journal: CommandJournal, command_id: int, send: Callable[[], Reply]) -> Reply:
     journal.update_command(command_id, CommandState.SENT)
     try:
         try:

@@ -135,7 +135,8 @@ def move_tap(client: TapClient, tap: TapWiring, nominal: SiteNominal, journal: C
     fields = {"expected_input": active, "target_input": target_input}
     outcome.sent = True
     try:
-        journalled(journal, tap.tap_id, "SWITCH", fields, lambda: client.switch(tap.address, active, target_input))
+        journalled(journal, tap.tap_id, "SWITCH", fields, lambda: client.switch(tap.address, active, target_input),
+                   client)
     except FencedOut:
         raise
     except TapRefused as exc:

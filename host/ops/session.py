@@ -281,7 +281,7 @@ class Session:
     def command(self, tap: TapInfo, message: str, fields: dict[str, Any], send: Callable[[], Reply]) -> Reply:
         """Send one signed command, journalled in the inventory's history (host/ops/journal.py)."""
         try:
-            return journalled(self.inventory, tap.id, message, fields, send)
+            return journalled(self.inventory, tap.id, message, fields, send, self.client(tap.bus))
         except FencedOut as exc:
             raise FencingError(f"tap {tap.id}: {exc.text}: another controller owns the site; "
                                "this one sends nothing more") from None

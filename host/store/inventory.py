@@ -402,6 +402,13 @@ class Inventory:
             self._db.execute("UPDATE commands SET state = ?, result = coalesce(?, result), updated_at = ? WHERE id = ?",
                              (new.value, result, self._clock(), command_id))
 
+    def note_frame(self, command_id: int, seq: int, counter: int) -> None:
+        """A journalled command's signed frame: its sequence number and counter, durable
+        before the frame leaves (reconciliation after a crash knows which frame it was)."""
+        with self.transaction():
+            self._db.execute("UPDATE commands SET seq = ?, counter = ?, updated_at = ? WHERE id = ?",
+                             (seq, counter, self._clock(), command_id))
+
     def commands(self, tap: TapRef | None = None) -> list[CommandRecord]:
         query = "SELECT id, time, tap, message, fields, seq, counter, state, result, updated_at FROM commands"
         params: tuple[Any, ...] = ()
