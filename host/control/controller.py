@@ -100,6 +100,7 @@ class Controller:
         self._event_cursor = 0
         self._plan_id = 0
         self._replan = ""
+        self._stranded_at_plan: set[str] = set()  # racks on emptied sources that could move, at the last look
         self.last_choice: PlanChoice | None = None
         self.last_execution: Execution | None = None
         self.started = False
@@ -173,10 +174,14 @@ class Controller:
         telemetry = self.fleet.read_telemetry()
         statuses = dict(self.fleet.read_sources())
         report = TickReport(telemetry.time_s)
+        if np.isnan(telemetry.draw_kw).all() and telemetry.rack_ids:
+            self.observer.record(telemetry, statuses)  # stored as a gap
+            report.notes.append("no rack answered: a gap in telemetry, nothing is concluded or moved")
+            return report
         self._learn_losses(telemetry, statuses, report)
         self._remember(telemetry)
         self.observer.record(telemetry, statuses)
-        risk = {s: self.observer.risk_of(s) for s in self.observer.source_ids}
+        risk = {s: self.observer.predicted_risk(s) for s in self.observer.source_ids}
         raised, cleared = self.alarms.update(telemetry.time_s, risk)
         for source in raised:
             why = f"fault risk {risk[source]:.2f} above {self.policy.risk_raise:g}: emptied ahead of its failure"
@@ -197,6 +202,10 @@ class Controller:
         if self._replan:
             reasons.append(self._replan)
             self._replan = ""
+        stranded = self._stranded(telemetry)
+        if stranded - self._stranded_at_plan:
+            reasons.append("racks that can move are still on an emptied source: " + ", ".join(sorted(stranded)[:5]))
+        self._stranded_at_plan = stranded
         report.reasons = reasons
         if reasons and not self.fenced:
             self._plan_and_execute(problem, telemetry, statuses, reasons, report)
@@ -221,7 +230,8 @@ class Controller:
             self.last_choice = choice
             try:
                 moves = evacuation_order(choice.problem, plan.moves, set(self.flagged))
-                execution = self.executor.run(plan, why, self._plan_id, self._avoid(), moves)
+                unread = {r for r in telemetry.rack_ids if math.isnan(float(telemetry.draw_kw[telemetry.index(r)]))}
+                execution = self.executor.run(plan, why, self._plan_id, self._avoid(), moves, skip=unread)
             except FencingError as exc:
                 self._fenced_out(str(exc))
                 return
@@ -271,6 +281,14 @@ class Controller:
                 continue
             out[r] = index.get(held.ranked[0], -1)
         return out
+
+    def _stranded(self, telemetry: FleetTelemetry) -> set[str]:
+        """Racks read on a quarantined or flagged source that nothing holds in place: an
+        evacuation that a blackout or a refusal interrupted resumes once they appear."""
+        avoid = self._avoid()
+        hold = set(self._pinned) | self.held
+        return {r for r in telemetry.rack_ids if r not in hold and telemetry.active_source(r) in avoid
+                and not math.isnan(float(telemetry.draw_kw[telemetry.index(r)]))}
 
     def _avoid(self) -> set[str]:
         return set(self.quarantined) | set(self.flagged)

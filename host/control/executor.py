@@ -63,12 +63,15 @@ class Executor:
         self.on_step = on_step or (lambda step, move: None)
         self.rankings: dict[str, Alternates] = {}  # what each rack's tap last acknowledged, by this controller
         self._arrivals: dict[str, list[float]] = {}
+        self._skip: set[str] = set()
 
     def run(self, plan: Plan, reason: str, plan_id: int, avoid: Collection[str],
-            moves: Sequence[Move] | None = None) -> Execution:
+            moves: Sequence[Move] | None = None, skip: Collection[str] = ()) -> Execution:
         """Carry the plan out (module docstring); `avoid`: sources at risk or quarantined;
-        `moves`: the plan's moves in another safe order (evacuations by priority)."""
+        `moves`: the plan's moves in another safe order (evacuations by priority); `skip`:
+        racks whose tap gave no reading, whose rankings wait for the next plan."""
         out = Execution()
+        self._skip = set(skip)
         self._clear_rankings_of(avoid, out)
         for move in plan.moves if moves is None else moves:
             outcome = self._move(move, reason, plan_id)
@@ -149,6 +152,8 @@ class Executor:
             self._set_ranking(rack, for_source, wanted, out)
 
     def _set_ranking(self, rack: str, for_source: str, ranked: tuple[str, ...], out: Execution) -> None:
+        if rack in self._skip:
+            return
         result = self.fleet.set_alternates(rack, for_source, ranked[:3])
         if not isinstance(result, Done):
             assert isinstance(result, Refused)

@@ -105,7 +105,12 @@ class LiveObserver:
         return {s: self.risk_of(s) for s in self.source_ids}
 
     def risk_of(self, source_id: str) -> float:
+        """For the plan: the predicted risk, 1 for a source that is not up."""
         return self._risk[source_id] if self._up.get(source_id, True) else 1.0
+
+    def predicted_risk(self, source_id: str) -> float:
+        """The fault monitor's probability alone (a source down is a loss, not a prediction)."""
+        return self._risk[source_id]
 
     def _feed(self, now_s: float) -> int:
         """Feed every bucket no later reading can land in; the buckets fed."""

@@ -335,7 +335,8 @@ class BusFleet:
                 )
             else:
                 assert telemetry is not None
-                status = derived_status(self._site, source.id, telemetry, signals)
+                status = derived_status(self._site, source.id, telemetry, signals,
+                                        self._source_states.get(source.id))
             out[source.id] = status
             self._note_source_state(source.id, status)
         return out

@@ -90,7 +90,8 @@ class Rankings:
 
     def _send(self, route: Route, for_input: int, inputs: list[int]) -> None:
         client = self._client_of(route)
-        journalled(self._journal, route.tap_id, "SET_ALTERNATES", {"for_input": for_input, "alternates": inputs},
+        fields = {"for_input": for_input} | {f"alternate_{i + 1}": k for i, k in enumerate([*inputs, 0, 0, 0][:3])}
+        journalled(self._journal, route.tap_id, "SET_ALTERNATES", fields,
                    partial(client.set_alternates, route.address, for_input, inputs), client)
 
     def _forget(self, route: Route) -> None:
