@@ -116,6 +116,16 @@ def loop(tmp_path_factory: pytest.TempPathFactory, mpy_tree: Path) -> Iterator[L
         yield Loop(started, db, site, work)
 
 
+def _in_process(loop: Loop, session: Session) -> tuple[BusFleet, Controller]:
+    """A controller in this process over the session's buses, journalling in its inventory."""
+    taps = {t.rack: t for t in session.inventory.taps() if t.rack}
+    fleet = BusFleet(load_site_file(loop.site).site, taps, {"seg-1": session.client("seg-1")},
+                     journal=session.inventory)
+    controller = Controller(fleet, ControlStore.open(None), ControlPolicy(tick_s=1.0, stagger_s=0.0),
+                            fence=lambda: fleet.take_over(session.state.set_epoch), sleep=lambda s: None)
+    return fleet, controller
+
+
 @pytest.mark.parametrize("step", ["intended", "sent", "answered", "verified"])
 def test_a_controller_killed_at_any_step_of_a_move_loses_and_duplicates_nothing(loop: Loop, step: str) -> None:
     loop.reset()
@@ -141,11 +151,7 @@ def test_a_controller_killed_at_any_step_of_a_move_loses_and_duplicates_nothing(
 def test_a_second_controller_fences_the_first_out(loop: Loop) -> None:
     loop.reset()
     with loop.session() as session:
-        taps = {t.rack: t for t in session.inventory.taps() if t.rack}
-        parsed = load_site_file(loop.site)
-        first_fleet = BusFleet(parsed.site, taps, {"seg-1": session.client("seg-1")}, journal=session.inventory)
-        first = Controller(first_fleet, ControlStore.open(None), ControlPolicy(tick_s=1.0, stagger_s=0.0),
-                           fence=lambda: first_fleet.take_over(session.state.set_epoch), sleep=lambda s: None)
+        first_fleet, first = _in_process(loop, session)
         first.start()
         first.tick()
         where = first_fleet.read_telemetry()
@@ -179,11 +185,7 @@ def test_bus_a_lost_during_a_plan_and_telemetry_that_stops(loop: Loop) -> None:
         loop.rig.inject("cut", "A", on=False)
     loop.reset()
     with loop.session() as session:
-        taps = {t.rack: t for t in session.inventory.taps() if t.rack}
-        parsed = load_site_file(loop.site)
-        fleet = BusFleet(parsed.site, taps, {"seg-1": session.client("seg-1")}, journal=session.inventory)
-        controller = Controller(fleet, ControlStore.open(None), ControlPolicy(tick_s=1.0, stagger_s=0.0),
-                                fence=lambda: fleet.take_over(session.state.set_epoch), sleep=lambda s: None)
+        fleet, controller = _in_process(loop, session)
         controller.start()
         controller.tick()
         loop.rig.inject("cut", "A")

@@ -11,15 +11,12 @@ benchmarks on the site simulator).
 
 from __future__ import annotations
 
-import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 
-from host.store.records import InventoryError
-from host.store.schema import BUSY_TIMEOUT_S, configure, migrate, refuse_foreign_file
+from host.store.schema import migrate, open_database, transaction
 
 APPLICATION_ID = 0x49424354  # "IBCT": marks the file as a controller's store
 WHAT = "controller store"
@@ -96,19 +93,7 @@ class ControlStore:
             migrate(db, Path(":memory:"), MIGRATIONS, APPLICATION_ID, WHAT)
             return cls(db, None)
         where = Path(path)
-        refuse_foreign_file(where, WHAT)
-        if not where.exists():
-            os.close(os.open(where, os.O_CREAT | os.O_WRONLY, 0o600))
-        try:
-            db = sqlite3.connect(where, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as error:
-            raise InventoryError(f"{where}: cannot open: {error}") from None
-        try:
-            configure(db, where, WHAT)
-            migrate(db, where, MIGRATIONS, APPLICATION_ID, WHAT)
-        except BaseException:
-            db.close()
-            raise
+        db = open_database(where, MIGRATIONS, APPLICATION_ID, WHAT)
         return cls(db, where)
 
     def close(self) -> None:
@@ -121,16 +106,6 @@ class ControlStore:
                  traceback: TracebackType | None) -> None:
         self.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> AbstractContextManager[None]:
         """All or nothing, taking the write lock at once; nested calls join the outer one."""
-        if self.db.in_transaction:
-            yield
-            return
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        return transaction(self.db)

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -47,7 +46,7 @@ from host.store.records import (
     TapRef,
     UnknownTap,
 )
-from host.store.schema import BUSY_TIMEOUT_S, COUNTER_MAX, KEY_BYTES, configure, migrate, refuse_foreign_file
+from host.store.schema import COUNTER_MAX, KEY_BYTES, open_database, transaction
 from protocol import catalog
 
 
@@ -67,19 +66,7 @@ class Inventory:
         """Open the inventory at path, creating it (readable by its owner only: it holds
         keys) if it does not exist, and migrating it to the current schema."""
         path = Path(path)
-        refuse_foreign_file(path)
-        if not path.exists():
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        try:
-            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        except sqlite3.Error as error:
-            raise InventoryError(f"{path}: cannot open: {error}") from None
-        try:
-            configure(db, path)
-            migrate(db, path)
-        except BaseException:
-            db.close()
-            raise
+        db = open_database(path)
         return cls(db, path, clock)
 
     def close(self) -> None:
@@ -105,20 +92,9 @@ class Inventory:
             "foreign_keys": bool(self._db.execute("PRAGMA foreign_keys").fetchone()[0]),
         }
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One write transaction around several calls: all or nothing. It takes the write
-        lock at once (BEGIN IMMEDIATE), so it never fails half-way on a busy file."""
-        if self._db.in_transaction:
-            yield
-            return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction around several calls: all or nothing (schema.transaction)."""
+        return transaction(self._db)
 
     # -- the site ------------------------------------------------------------------------------
 

@@ -3,7 +3,10 @@ it ours, and opening one safely (configuration, migration, identity checks)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from host.store.records import InventoryError
@@ -130,6 +133,43 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def open_database(path: Path, migrations: tuple[tuple[str, ...], ...] = MIGRATIONS,
+                  application_id: int = APPLICATION_ID, what: str = "inventory") -> sqlite3.Connection:
+    """Open the database at `path`, creating it readable by its owner only (it may hold
+    keys), configured (WAL, synchronous FULL) and migrated; a file not ours is refused."""
+    refuse_foreign_file(path, what)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    try:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as error:
+        raise InventoryError(f"{path}: cannot open: {error}") from None
+    try:
+        configure(db, path, what)
+        migrate(db, path, migrations, application_id, what)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction around several calls: all or nothing. It takes the write
+    lock at once (BEGIN IMMEDIATE), so it never fails half-way on a busy file; a nested
+    one joins the outer."""
+    if db.in_transaction:
+        yield
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def refuse_foreign_file(path: Path, what: str = "inventory") -> None:
