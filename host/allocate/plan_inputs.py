@@ -21,7 +21,7 @@ import numpy as np
 
 from host.model.arrays import FloatArray
 from host.model.fleet import Fleet
-from host.model.schedule import Job
+from host.model.schedule import Job, jobs_kw
 from host.predict.fault_monitor import FaultMonitor
 from host.predict.forecast import LoadForecaster
 from host.predict.forecast_config import ForecastConfig
@@ -102,9 +102,4 @@ class SiteObserver:
 
     def _job_kw(self, time_s: float) -> FloatArray:
         """The scheduled jobs' extra draw per rack at `time_s`."""
-        out = np.zeros(len(self.rack_ids))
-        t = np.array([time_s])
-        for job in self.jobs:
-            if job.running(t)[0]:
-                out += job.extra_kw(self.rated_kw)
-        return out
+        return jobs_kw(self.jobs, self.rated_kw, np.array([time_s]))[:, 0]

@@ -129,11 +129,6 @@ def choose(problem: Problem, margin: float) -> PlanChoice:
                                           f"less than the margin {margin:g}", problem)
 
 
-def worst_steady(problem: Problem) -> np.ndarray:
-    """Each source's steady utilisation with the racks where they are."""
-    return (problem.loads(problem.current) + problem.other_kw) / problem.capacity_kw
-
-
 PRIORITY_ORDER = {Priority.DEFERRABLE: 0, Priority.NORMAL: 1, Priority.CRITICAL: 2}
 
 
