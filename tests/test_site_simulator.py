@@ -209,7 +209,12 @@ def test_an_overload_trip_fails_over_too_and_can_cascade() -> None:
     sim.run_until(trip_time_s(1.25, 1.0) + 2)
     assert sim.read_sources()["a"].state == SourceState.TRIPPED
     assert sim.read_sources()["b"].load_kw == pytest.approx(100.0)
-    assert sim.stats().racks_unpowered == 0
+    stats = sim.stats()
+    assert stats.racks_unpowered == 0 and stats.dark_rack_s == 0.0
+    # a carried 1.25 x its capacity every second until it tripped; b never went above its own
+    assert stats.overload_s is not None and stats.overload_s["b"] == 0.0
+    assert trip_time_s(1.25, 1.0) - 1 <= stats.overload_s["a"] <= trip_time_s(1.25, 1.0) + 2
+    assert stats.worst_utilisation == pytest.approx(1.25)
 
 
 def test_moves_change_source_loads_at_once_and_refusals_do_not() -> None:
@@ -230,6 +235,7 @@ def test_opening_the_output_unpowers_the_rack_and_a_move_powers_it_again() -> No
     assert sim.read_telemetry().rack("r0").active_source is None
     sim.step(6)
     assert sim.stats().unserved_kwh[Priority.CRITICAL] == pytest.approx(5.0 * 60 / 3600)
+    assert sim.stats().dark_rack_s == pytest.approx(6 * sim.step_s)
     assert sim.move("r0", None, "ups-b") == Done(changed=True)
     assert sim.read_telemetry().rack("r0").draw_kw == 5.0
 
@@ -302,3 +308,18 @@ def test_a_move_onto_a_source_without_room_is_refused_unless_the_policy_allows_t
     assert sim.read_telemetry().active_source("r1") == "a", "nothing moved"
     lenient = SiteSimulator(site, step_s=1.0, loads=FLAT, overload_allowance=0.5)  # up to 15 kW
     assert lenient.move("r0", "a", "b").ok and lenient.move("r1", "a", "b").ok
+
+
+def test_single_losses_weigh_what_the_taps_would_do_now() -> None:
+    a, b = Source("a", SourceKind.UPS, 100.0), Source("b", SourceKind.UPS, 100.0)
+    taps = tuple(Tap(f"t{i}", 2) for i in range(4))
+    racks = tuple(Rack(f"r{i}", f"t{i}", Priority.NORMAL, 40.0) for i in range(4))  # 20 kW each, all on a
+    feeds = tuple(Feed(f"t{i}", k + 1, s.id, 0.01) for i in range(4) for k, s in enumerate((a, b)))
+    sim = SiteSimulator(Site((a, b), taps, racks, feeds), step_s=1.0, loads=FLAT)
+    assert sim.single_losses()[:2] == (0, 1)  # no tap has an alternate: losing a darkens them all
+    for rack in racks:
+        assert sim.set_alternates(rack.id, "a", ["b"]).ok
+    survivable, weighed, stranded = sim.single_losses()
+    assert (survivable, weighed) == (1, 1)
+    assert stranded == pytest.approx((100 - 80) + (100 - 0 - 80))  # a's spare, and b's beyond a's racks
+    assert sim.single_losses(survivor_limit=0.7)[0] == 0  # b would carry 0.8 of its capacity

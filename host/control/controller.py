@@ -67,13 +67,15 @@ class TickReport:
 class Controller:
     """See the module docstring. `clock` stamps the journal (the simulator's time in a
     simulation); `fence` raises this controller's epoch on every tap at start (the
-    fleet over the buses); `heartbeat` is the fleet's sign of life, sent every tick."""
+    fleet over the buses); `heartbeat` is the fleet's sign of life, sent every tick;
+    `choose_plan` weighs a plan against staying put (planner.choose)."""
 
     def __init__(self, fleet: Fleet, store: ControlStore, policy: ControlPolicy | None = None, *,
                  jobs: Sequence[Job] = (), clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, leadership: Leadership | None = None,
                  fence: Callable[[], None] | None = None, heartbeat: Callable[[], None] | None = None,
-                 on_step: StepHook | None = None, seed: int = 0) -> None:
+                 on_step: StepHook | None = None, seed: int = 0,
+                 choose_plan: Callable[[Problem, float], PlanChoice] = choose) -> None:
         self.fleet = fleet
         self.site = fleet.site
         self.policy = policy or ControlPolicy()
@@ -89,6 +91,7 @@ class Controller:
                                  stagger_s=p.stagger_s, clock=clock, sleep=sleep, on_step=on_step)
         self.leadership = leadership or SoleController()
         self._fence = fence
+        self._choose = choose_plan  # the hysteresis rule; a benchmark puts a peer's rule here
         self._heartbeat = heartbeat
         self.fenced = ""  # why this controller moves nothing (empty: it may)
         self.quarantined: dict[str, str] = {}  # source -> why nothing moves onto it
@@ -214,7 +217,7 @@ class Controller:
     def _plan_and_execute(self, problem: Problem, telemetry: FleetTelemetry, statuses: dict[str, SourceStatus],
                           reasons: list[str], report: TickReport) -> None:
         for attempt in range(MAX_REPLANS):
-            choice = choose(problem, self.policy.margin)
+            choice = self._choose(problem, self.policy.margin)
             plan = choice.plan if choice.chosen == "plan" else choice.stay
             self._plan_id += 1
             self.intents.set_value("plan_id", self._plan_id)

@@ -59,6 +59,9 @@ class SimStats:
     time_s: float
     unserved_kwh: Mapping[Priority, float]  # energy the racks wanted while unpowered
     racks_unpowered: int
+    dark_rack_s: float = 0.0  # rack-seconds unpowered, every rack summed
+    overload_s: Mapping[str, float] | None = None  # per source: seconds carrying more than its capacity
+    worst_utilisation: float = 0.0  # the highest load over capacity any source carried at a step
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,9 @@ class SiteSimulator:
         self._actions = _actions(site, source_events, self._conditions)
         self._next_action = 0
         self._unserved = np.zeros(len(PRIORITIES))
+        self._dark_rack_s = 0.0
+        self._overload_s = np.zeros(len(site.sources))
+        self._worst_utilisation = 0.0
         self._unpowered_kw = 0.0  # what the unpowered racks want now, set by _refresh_load
         self._thermal_alpha = 1.0 - math.exp(-self.step_s / THERMAL_TAU_S)
         self._health_cache: tuple[int, FloatArray] | None = None
@@ -158,9 +164,13 @@ class SiteSimulator:
             self._unserved += np.bincount(
                 self._priority[unpowered], weights=self._demand[unpowered], minlength=len(PRIORITIES)
             ) * (dt / 3600.0)
+            self._dark_rack_s += float(unpowered.sum()) * dt
         for index, condition in self._ageing:
             bank.usable_fraction[index] = 1.0 - condition.strength * condition.progress(self.time_s)
         multiple = bank.load_kw / bank.capacity_kw
+        carried = multiple * (bank.state == UP)
+        self._overload_s += (carried > 1.0) * dt
+        self._worst_utilisation = max(self._worst_utilisation, float(carried.max()))
         changes = bank.advance(dt)
         self._load_fraction += self._thermal_alpha * (multiple * (bank.state == UP) - self._load_fraction)
         self._k += 1
@@ -311,7 +321,37 @@ class SiteSimulator:
 
     def stats(self) -> SimStats:
         unserved = {priority: float(self._unserved[i]) for i, priority in enumerate(PRIORITIES)}
-        return SimStats(self.time_s, unserved, int((self._active < 0).sum()))
+        overload = dict(zip(self._bank.ids, self._overload_s.tolist(), strict=True))
+        return SimStats(self.time_s, unserved, int((self._active < 0).sum()), self._dark_rack_s, overload,
+                        self._worst_utilisation)
+
+    def single_losses(self, survivor_limit: float = 1.0) -> tuple[int, int, float]:
+        """The site's N-1 standing now, as its taps would act: for every source that is
+        up and carries racks, whether losing it alone leaves every one of its racks on
+        an alternate that is up (ranked for that source) and every survivor within
+        `survivor_limit` times its capacity. Returns (survivable, losses weighed, the
+        stranded reserve in kW: capacity up that no single loss would use)."""
+        bank, active = self._bank, self._active
+        up = bank.up
+        n = len(bank.ids)
+        load = np.where(up, bank.load_kw, 0.0)
+        worst_inflow = np.zeros(n)
+        survivable = weighed = 0
+        for s in np.flatnonzero(up & (np.bincount(active + 1, minlength=n + 1)[1:] > 0)).tolist():
+            racks = np.flatnonzero(active == s)
+            candidates = self._alts[racks]
+            usable = (candidates >= 0) & up[np.maximum(candidates, 0)] & (candidates != s)
+            usable &= (self._alt_for[racks] == s)[:, None]
+            carried = usable.any(axis=1)
+            target = candidates[np.arange(len(racks)), usable.argmax(axis=1)]
+            inflow = np.bincount(target[carried], weights=self._demand[racks][carried], minlength=n)
+            worst_inflow = np.maximum(worst_inflow, inflow)
+            weighed += 1
+            within = (load + inflow <= survivor_limit * bank.capacity_kw + 1e-9) | (inflow == 0)
+            if carried.all() and bool(within[np.arange(n) != s].all()):
+                survivable += 1
+        spare = np.where(up, bank.capacity_kw - load - worst_inflow, 0.0)
+        return survivable, weighed, float(np.clip(spare, 0.0, None).sum())
 
     # -- the fleet interface: commands ---------------------------------------------
 
