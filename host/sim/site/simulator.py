@@ -241,10 +241,7 @@ class SiteSimulator:
         if not len(racks):
             return
         was = self._active[racks]
-        candidates = self._alts[racks]
-        usable = (candidates >= 0) & self._bank.up[np.maximum(candidates, 0)]
-        usable &= (self._alt_for[racks] == was)[:, None]
-        chosen = np.where(usable.any(axis=1), candidates[np.arange(len(racks)), usable.argmax(axis=1)], -1)
+        chosen = self._failover_targets(racks, was)
         self._active[racks] = chosen
         t, ids, rack_ids = self.time_s, self._bank.ids, self._site.racks
         for r, before, after in zip(racks.tolist(), was.tolist(), chosen.tolist(), strict=True):
@@ -254,6 +251,14 @@ class SiteSimulator:
             else:
                 self._log.append(t, EventKind.RACK_UNPOWERED, rack_ids[r].id, ids[before], demand)
         self._refresh_load()
+
+    def _failover_targets(self, racks: IntArray, lost: IntArray) -> IntArray:
+        """Where each rack's tap goes on losing its source `lost` (per rack): the first of
+        its ranked alternates that is up, if the ranking is for that source; else -1."""
+        candidates = self._alts[racks]
+        usable = (candidates >= 0) & self._bank.up[np.maximum(candidates, 0)] & (candidates != lost[:, None])
+        usable &= (self._alt_for[racks] == lost)[:, None]
+        return np.where(usable.any(axis=1), candidates[np.arange(len(racks)), usable.argmax(axis=1)], -1)
 
     # -- the fleet interface: reads ------------------------------------------------
 
@@ -339,11 +344,8 @@ class SiteSimulator:
         survivable = weighed = 0
         for s in np.flatnonzero(up & (np.bincount(active + 1, minlength=n + 1)[1:] > 0)).tolist():
             racks = np.flatnonzero(active == s)
-            candidates = self._alts[racks]
-            usable = (candidates >= 0) & up[np.maximum(candidates, 0)] & (candidates != s)
-            usable &= (self._alt_for[racks] == s)[:, None]
-            carried = usable.any(axis=1)
-            target = candidates[np.arange(len(racks)), usable.argmax(axis=1)]
+            target = self._failover_targets(racks, np.full(len(racks), s))
+            carried = target >= 0
             inflow = np.bincount(target[carried], weights=self._demand[racks][carried], minlength=n)
             worst_inflow = np.maximum(worst_inflow, inflow)
             weighed += 1
