@@ -67,7 +67,10 @@ def _simulate_losses(problem: Problem, plan: Plan) -> dict[str, dict[str, float]
                 continue
             where = names[target]
             if where == lost:
-                where = plan.contingency[lost][rack][0]
+                ranked = plan.contingency[lost][rack]
+                if not ranked:
+                    continue  # no alternate: its tap drops it
+                where = ranked[0]
             loads[where] += float(problem.draw_kw[r])
         del loads[lost]
         after[lost] = loads
@@ -185,6 +188,22 @@ def test_least_deferrable_load_is_shed() -> None:
     assert {(s.lost, s.source) for s in solution.shortfalls} == {("s0", "s1"), ("s1", "s0")}
     _assert_n1(problem, plan)
     assert plan.moves[0].rack == "r2" and plan.moves[0].target is None
+
+
+def test_a_contingency_alone_sheds_at_the_loss_not_before() -> None:
+    # s0 100 kW carries a 70 kW deferrable rack, s1 40 kW a 30 kW normal one. Losing s1 is
+    # covered (s0 takes 100 kW); losing s0 cannot be (70 kW on 40 kW). Opening r0 now would
+    # cover it by darkening a rack no loss has touched: instead r0 stays powered with no
+    # alternate, so its tap drops it only if s0 is lost.
+    problem = _problem([70.0, 30.0], [100.0, 40.0], [0, 1], priority=[D, N])
+    solution = solve_milp(problem)
+    assert solution.status == Status.SHED
+    plan = make_plan(problem, solution)
+    assert plan.shed == () and plan.moves == ()
+    assert plan.exposed == ("r0",) and plan.contingency["s0"]["r0"] == ()
+    assert plan.contingency["s1"]["r1"] == ("s0",)
+    _assert_n1(problem, plan)
+    assert plan.check.dropped == ("r0",)
 
 
 def test_shedding_not_allowed_leaves_it_infeasible() -> None:

@@ -19,9 +19,10 @@ TOLERANCE_KW = 1e-6
 @dataclass(frozen=True)
 class Check:
     """`covered[s]`: the loss of source s leaves every one of its racks on a usable
-    alternate and every survivor within its limits. `coverage` is the share of sources
-    covered; `worst_post` the highest utilisation of any survivor after any single loss
-    (steady state included); `problems` says what is wrong, naming rack or source."""
+    alternate (but those `dropped`, as the policy allows) and every survivor within its
+    limits. `coverage` is the share of sources covered; `worst_post` the highest
+    utilisation of any survivor after any single loss (steady state included);
+    `problems` says what is wrong, naming rack or source."""
 
     covered: tuple[bool, ...]
     coverage: float
@@ -29,6 +30,7 @@ class Check:
     steady_util: tuple[float, ...]
     moves: int  # voluntary moves, as the budget counts them
     problems: tuple[str, ...]
+    dropped: tuple[str, ...] = ()  # deferrable racks with no alternate: their tap drops them at their source's loss
 
     @property
     def ok(self) -> bool:
@@ -37,7 +39,8 @@ class Check:
 
 def check(problem: Problem, assign: IntArray, alternate: IntArray) -> Check:
     """Check `assign` (target source per rack, -1: shed) with `alternate` (where each
-    rack's tap goes if its target is lost) against every rule of the problem."""
+    rack's tap goes if its target is lost; -1 on a deferrable rack the policy lets shed:
+    dropped at that loss) against every rule of the problem."""
     p = problem.policy
     sources = problem.source_ids
     n = len(sources)
@@ -45,11 +48,13 @@ def check(problem: Problem, assign: IntArray, alternate: IntArray) -> Check:
     load = [0.0] * n
     moved_to: dict[tuple[int, int], float] = {}  # (lost, survivor) -> kW that transfers
     moves = 0
+    dropped: list[str] = []
     for r, rack in enumerate(problem.rack_ids):
         target, alt, cur = int(assign[r]), int(alternate[r]), int(problem.current[r])
         draw = float(problem.draw_kw[r])
+        sheddable = problem.priority[r].value == "deferrable" and p.allow_shedding
         if target < 0:
-            if problem.priority[r].value != "deferrable" or not p.allow_shedding:
+            if not sheddable:
                 problems.append(f"rack {rack!r}: shed, but only deferrable racks may be shed")
             continue
         inputs = {int(s): k for k, s in enumerate(problem.reach[r]) if s >= 0}
@@ -62,7 +67,9 @@ def check(problem: Problem, assign: IntArray, alternate: IntArray) -> Check:
             if tired:
                 problems.append(f"rack {rack!r}: moved despite its dwell or weekly cap")
         load[target] += draw
-        if alt == target or alt < 0 or not _fits(problem, r, inputs, alt):
+        if alt < 0 and sheddable:
+            dropped.append(rack)  # a shed at the loss, as the policy allows: nothing transfers
+        elif alt == target or alt < 0 or not _fits(problem, r, inputs, alt):
             problems.append(f"rack {rack!r}: no usable alternate for the loss of {sources[target]!r}")
             moved_to[(target, -1)] = moved_to.get((target, -1), 0.0) + draw
         else:
@@ -97,6 +104,7 @@ def check(problem: Problem, assign: IntArray, alternate: IntArray) -> Check:
         steady_util=steady_util,
         moves=moves,
         problems=tuple(problems),
+        dropped=tuple(dropped),
     )
 
 

@@ -45,12 +45,18 @@ move in all (I^2 R losses, sensitive racks on high-THD sources). Two solves rath
 than one weighted sum, because a weight large enough to make U dominate moves
 exactly would ruin the solver's numerics. Tolerances: stage 1 stops once U is proven
 within U_GAP (0.5%) of optimal; stage 2 may give up U_SLACK (0.2%) of U for fewer moves,
-and stops once the moves are proven optimal (the tie-breakers need not be).
+and stops once the moves are proven optimal (the tie-breakers need not be). A policy's
+`aim_u` relaxes the first objective to "U at most the aim": stage 1 stops at a start
+within it, and stage 2 finds the fewest moves that keep U within it (a controller that
+only needs the site secure, not balanced to the last percent).
 
 When no plan covers N-1: an elastic model (slack kW on every capacity row, an orphan
 slack for racks without an alternate) finds the least kW that do not fit and where;
-then, if the policy allows shedding, a model that may open deferrable racks finds the
-least deferrable kW to shed, and the plan is made with those racks shed.
+then, if the policy allows shedding, the least deferrable kW to shed, and the plan is
+made with those racks shed. A shed is first sought as racks left on their source with no
+alternate (powered now, dropped by their tap only at that source's loss: a contingency
+that cannot be covered darkens nothing until it happens); only when even that leaves a
+steady state over its limits are deferrable racks opened now.
 """
 
 from __future__ import annotations
@@ -118,20 +124,31 @@ def solve_milp(problem: Problem, *, time_limit_s: float = 30.0) -> Solution:
     if solution is not None:
         return solution
     shortfalls, assign, alternate = diagnose(problem, time_limit_s)
-    deferrable = np.array([p == Priority.DEFERRABLE for p in problem.priority]) & ~problem.locked
+    deferrable = np.array([p == Priority.DEFERRABLE for p in problem.priority])
     if problem.policy.allow_shedding and deferrable.any():
-        shed_model = Model(problem, deferrable, elastic=False)
-        c = np.zeros(shed_model.n_vars)
-        c[shed_model.shed0 : shed_model.shed0 + len(shed_model.shed_racks)] = problem.draw_kw[shed_model.shed_racks]
-        found = shed_model.solve(c, time_limit_s=time_limit_s)
-        if found.x is not None:
-            shed = found.x[shed_model.shed0 : shed_model.shed0 + len(shed_model.shed_racks)] > 0.5
-            fixed = {shed_model.shed0 + i: float(s) for i, s in enumerate(shed)}
-            solution = _optimise(problem, shed_model, fixed, start, _Budget(time_limit_s), shortfalls)
+        # Dropped at the loss first (powered until then); opened now only if even that cannot fit.
+        for shed_model in (Model(problem, deferrable, elastic=False, bare=True),
+                           Model(problem, deferrable & ~problem.locked, elastic=False)):
+            solution = _least_shed(problem, shed_model, start, time_limit_s, shortfalls)
             if solution is not None:
                 return solution
     return Solution("milp", Status.INFEASIBLE, assign, alternate, np.inf, None,
                     time.perf_counter() - start, shortfalls)  # fmt: skip
+
+
+def _least_shed(problem: Problem, model: Model, start: float, time_limit_s: float,
+                shortfalls: tuple[Shortfall, ...]) -> Solution | None:  # fmt: skip
+    """The plan with the least deferrable kW shed in `model`'s way (None: none found)."""
+    if not len(model.shed_racks):
+        return None
+    c = np.zeros(model.n_vars)
+    c[model.shed0 : model.shed0 + len(model.shed_racks)] = problem.draw_kw[model.shed_racks]
+    found = model.solve(c, time_limit_s=time_limit_s)
+    if found.x is None:
+        return None
+    shed = found.x[model.shed0 : model.shed0 + len(model.shed_racks)] > 0.5
+    fixed = {model.shed0 + i: float(s) for i, s in enumerate(shed)}
+    return _optimise(problem, model, fixed, start, _Budget(time_limit_s), shortfalls)
 
 
 def _optimise(problem: Problem, model: Model, fixed: dict[int, float], start: float, budget: _Budget,
@@ -149,7 +166,7 @@ def _optimise(problem: Problem, model: Model, fixed: dict[int, float], start: fl
     if first.x is None:
         return None
     u_star = float(first.x[model.u])
-    u_cap = u_star * (1.0 + U_SLACK) + U_TOLERANCE
+    u_cap = max(u_star * (1.0 + U_SLACK) + U_TOLERANCE, problem.policy.aim_u)
     second, floor = _stage_two(model, fixed, first.x, u_cap, lower, hall, budget)
     best = second.x if second.x is not None else first.x
     assign, alternate = model.decode(best)
@@ -189,6 +206,8 @@ def _stage_one(problem: Problem, model: Model, fixed: dict[int, float], bound: f
         best = _polish(problem, model, best, lower, budget)
     if best is not None and float(best[model.u]) <= lower * (1.0 + U_GAP):
         return SolveResult(best, 0, "start within the gap", lower), lower
+    if best is not None and float(best[model.u]) <= problem.policy.aim_u:
+        return SolveResult(best, 0, "start within the aim", lower), lower  # lower U is not asked for
     first = model.solve(c_u, fixed=fixed, lower_u=_below(lower), start=best,
                         time_limit_s=budget.share(1.0, STAGE_ONE_SHARE))  # fmt: skip
     lower = max(lower, first.bound if np.isfinite(first.bound) else lower)

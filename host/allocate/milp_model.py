@@ -110,10 +110,17 @@ def run_model(c: FloatArray, lower: FloatArray, upper: FloatArray, matrix: Any, 
 
 class Model:
     """The programme for one problem. `sheddable` racks get a shed variable; `elastic`
-    adds the diagnosis slacks."""
+    adds the diagnosis slacks. A shed is one of two kinds. `bare`: the rack stays on its
+    current source with no alternate, powered now and dropped by its tap only if that
+    source is lost (what a contingency that cannot be covered calls for; only racks whose
+    current source is usable). Otherwise its feed is opened now (what a steady state over
+    its limits calls for)."""
 
-    def __init__(self, problem: Problem, sheddable: BoolArray, elastic: bool) -> None:
+    def __init__(self, problem: Problem, sheddable: BoolArray, elastic: bool, *, bare: bool = False) -> None:
         self.problem = problem
+        self.bare = bare
+        if bare:
+            sheddable = sheddable & problem.current_usable
         pr_, pk = np.nonzero(problem.usable)
         self.pr: IntArray = pr_.astype(np.int64)
         self.pk: IntArray = pk.astype(np.int64)  # the input of each pair
@@ -181,8 +188,13 @@ class Model:
         allowed: list[int] = np.flatnonzero(problem.allowed_source).tolist()
         on = {t: np.flatnonzero(self.ps == t) for t in allowed}
         cap = problem.capacity_kw
+        bare_cols: dict[int, tuple[IntArray, FloatArray]] = {}  # a bare shed stays on its current source
         for t in allowed:
-            on_cols, on_vals = self.x0 + on[t], draw[self.pr[on[t]]]
+            mine = self.shed_racks[problem.current[self.shed_racks] == t] if self.bare else self.shed_racks[:0]
+            bare_cols[t] = (np.array([shed_col[int(r)] for r in mine], dtype=np.int64), draw[mine])
+        for t in allowed:
+            on_cols = np.concatenate([self.x0 + on[t], bare_cols[t][0]])
+            on_vals = np.concatenate([draw[self.pr[on[t]]], bare_cols[t][1]])
             cols, vals = on_cols, on_vals
             limit = float(problem.steady_limit_kw[t])
             if self.elastic:
@@ -199,8 +211,8 @@ class Model:
                 moving = np.flatnonzero(from_s & (yq_t == t))
                 if len(moving) == 0:
                     continue  # nothing of s can go to t: the steady rows above cover t
-                cols = np.concatenate([self.x0 + on[t], self.y0 + moving])
-                vals = np.concatenate([draw[self.pr[on[t]]], draw[self.pr[self.yp[moving]]]])
+                cols = np.concatenate([self.x0 + on[t], bare_cols[t][0], self.y0 + moving])
+                vals = np.concatenate([draw[self.pr[on[t]]], bare_cols[t][1], draw[self.pr[self.yp[moving]]]])
                 limit = float(problem.post_limit_kw[t])
                 rows.add(np.append(cols, self.u), np.append(vals, -cap[t]), -np.inf, -float(problem.other_kw[t]))
                 if self.elastic:
@@ -226,6 +238,9 @@ class Model:
         for r in np.flatnonzero(self.problem.locked).tolist():
             if r not in sheddable:
                 lower[self.stay_pair[r]] = 1.0
+            elif self.bare:  # held where it is: it stays, with or without an alternate
+                pairs = self.pair_of[r][self.pair_of[r] >= 0]
+                upper[pairs[pairs != self.stay_pair[r]]] = 0.0
         return lower, upper
 
     def integrality(self) -> FloatArray:
@@ -279,7 +294,13 @@ class Model:
         v[self.y0 : self.y0 + len(self.yp)] = chosen
         v[self.u] = u
         if len(self.shed_racks):
-            v[self.shed0 : self.shed0 + len(self.shed_racks)] = assign[self.shed_racks] < 0
+            if self.bare:
+                bare = (assign[self.shed_racks] == self.problem.current[self.shed_racks])
+                shed = bare & (alternate[self.shed_racks] < 0)
+            else:
+                shed = assign[self.shed_racks] < 0
+            v[self.shed0 : self.shed0 + len(self.shed_racks)] = shed
+            v[self.x0 : self.x0 + len(self.pr)] *= ~np.isin(self.pr, self.shed_racks[shed])
         return v
 
     def relaxed_u(self, *, fixed: dict[int, float] | None = None, time_limit_s: float = 60.0) -> float | None:
@@ -298,6 +319,9 @@ class Model:
         assign[self.pr[on]] = self.ps[on]
         chosen = (v[self.y0 : self.y0 + len(self.yp)] > 0.5) & on[self.yp]
         alternate[self.pr[self.yp[chosen]]] = self.ps[self.yq[chosen]]
+        if self.bare and len(self.shed_racks):
+            bare = self.shed_racks[v[self.shed0 : self.shed0 + len(self.shed_racks)] > 0.5]
+            assign[bare] = self.problem.current[bare]
         return assign, alternate
 
 

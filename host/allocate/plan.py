@@ -4,6 +4,7 @@ independent checker finds it."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,8 +48,9 @@ class Plan:
     contingency: Tables
     util_before: dict[str, float]
     util_after: dict[str, float]
-    shed: tuple[str, ...]
+    shed: tuple[str, ...]  # opened now
     check: Check
+    exposed: tuple[str, ...] = ()  # left powered with no alternate: their tap drops them if their source is lost
 
     @property
     def worst_post(self) -> float:
@@ -77,6 +79,7 @@ class Plan:
         out += [f"  move {m}" for m in self.moves]
         out += [f"  blocked {m}" for m in self.blocked]
         out += [f"  shed {rack}" for rack in self.shed]
+        out += [f"  exposed {rack} (no alternate: dropped if its source is lost)" for rack in self.exposed]
         out += [f"  {shortfall}" for shortfall in s.shortfalls]
         return out
 
@@ -92,28 +95,38 @@ def make_plan(problem: Problem, solution: Solution) -> Plan:
     before = (problem.load_kw) / cap
     after_kw = problem.loads(assign) + problem.other_kw
     shed = tuple(problem.rack_ids[r] for r in np.flatnonzero((assign < 0) & (problem.current >= 0)))
+    checked = check(problem, assign, alternate)
+    # a plan that covers what can be covered leaves its dropped racks unranked, so their taps drop
+    # them rather than overload a survivor; one that cannot (a diagnosis) ranks every rack, best effort
+    exposed = checked.dropped if solution.status != Status.INFEASIBLE else ()
     return Plan(
         solution=solution,
         assign=assign,
         alternate=alternate,
         moves=moves,
         blocked=blocked,
-        contingency=contingency_tables(problem, assign, alternate),
+        contingency=contingency_tables(problem, assign, alternate, set(exposed)),
         util_before={sources[j]: float(before[j]) for j in range(len(sources))},
         util_after={sources[j]: float(after_kw[j] / cap[j]) for j in range(len(sources))},
         shed=shed,
-        check=check(problem, assign, alternate),
+        check=checked,
+        exposed=exposed,
     )
 
 
-def contingency_tables(problem: Problem, assign: IntArray, alternate: IntArray) -> Tables:
+def contingency_tables(problem: Problem, assign: IntArray, alternate: IntArray,
+                       exposed: Collection[str] = ()) -> Tables:  # fmt: skip
     """For each source, each of its racks' ranked alternates: the planned one first, then
-    the rack's other usable sources by their utilisation after that loss, lowest first."""
+    the rack's other usable sources by their utilisation after that loss, lowest first.
+    An `exposed` rack gets none: its tap drops it at the loss."""
     sources = problem.source_ids
     post = problem.post_util(assign, alternate)
     tables: Tables = {}
     for r in np.flatnonzero(assign >= 0):
         s, alt = int(assign[r]), int(alternate[r])
+        if problem.rack_ids[r] in exposed:
+            tables.setdefault(sources[s], {})[problem.rack_ids[r]] = ()
+            continue
         others = [t for t in problem.options[r] if t not in (s, alt)]
         others.sort(key=lambda t: post[s, t])
         ranked = ([alt] if alt >= 0 else []) + others

@@ -51,6 +51,7 @@ class Policy:
     risk_threshold: float = 0.5  # a source above this fault risk is emptied and nobody's alternate
     thd_limit_pct: float = 5.0  # sensitive racks avoid sources above this when there is a choice
     allow_shedding: bool = True  # deferrable racks may be opened when nothing else covers N-1
+    aim_u: float = 0.0  # a plan need not lower U below this: the fewest moves that reach it (0: the least U)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -66,7 +67,7 @@ class Policy:
             value = getattr(self, name)
             if not _finite(value) or value <= 0:
                 problems.append(f"policy: {name} must be a finite number > 0 (got {value!r})")
-        for name in ("min_dwell_s", "overload_allowance", "thd_limit_pct"):
+        for name in ("min_dwell_s", "overload_allowance", "thd_limit_pct", "aim_u"):
             value = getattr(self, name)
             if not _finite(value) or value < 0:
                 problems.append(f"policy: {name} must be a finite number >= 0 (got {value!r})")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -103,7 +103,9 @@ class Controller:
         self._event_cursor = 0
         self._plan_id = 0
         self._replan = ""
+        self._rebalance = False  # the next plan balances (lowers the worst utilisation) whatever the aim
         self._stranded_at_plan: set[str] = set()  # racks on emptied sources that could move, at the last look
+        self._exposed: frozenset[str] = frozenset()  # racks the last plan left with no alternate
         self.last_choice: PlanChoice | None = None
         self.last_execution: Execution | None = None
         self.started = False
@@ -149,6 +151,7 @@ class Controller:
         self._save_flags()
         self.intents.decide("restored", "returned to service by an operator", source_id)
         self._replan = f"{source_id} restored by an operator"
+        self._rebalance = True  # an operator who returns a source expects it to carry load again
 
     def maintain_source(self, source_id: str, why: str = "maintenance by an operator") -> None:
         """An operator takes a source out: emptied safely and kept empty."""
@@ -216,6 +219,9 @@ class Controller:
 
     def _plan_and_execute(self, problem: Problem, telemetry: FleetTelemetry, statuses: dict[str, SourceStatus],
                           reasons: list[str], report: TickReport) -> None:
+        if self._rebalance:
+            problem = replace(problem, policy=replace(problem.policy, aim_u=0.0))
+            self._rebalance = False
         for attempt in range(MAX_REPLANS):
             choice = self._choose(problem, self.policy.margin)
             plan = choice.plan if choice.chosen == "plan" else choice.stay
@@ -229,6 +235,14 @@ class Controller:
             for rack in plan.shed:
                 self.intents.decide("shed", "opened: " + ("; ".join(str(s) for s in plan.shortfalls)
                                                           or "no source covers it"), rack)
+            exposed = frozenset(plan.exposed)
+            for rack in sorted(exposed - self._exposed):
+                self.intents.decide("exposed", "left powered with no alternate, dropped by its tap only if its "
+                                    "source is lost: " + ("; ".join(str(s) for s in plan.shortfalls)
+                                                          or "no survivor has room for it"), rack)
+            for rack in sorted(self._exposed - exposed):
+                self.intents.decide("covered", "has an alternate again", rack)
+            self._exposed = exposed
             report.chosen = choice.chosen
             self.last_choice = choice
             try:

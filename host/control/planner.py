@@ -11,8 +11,9 @@ limits. A rack the controller must not move now (no reading, or a move refused a
 moment ago) keeps its source: its weekly moves are set to the cap.
 
 Hysteresis: the same problem is solved with no voluntary moves (only the evacuations
-every plan must make). The plan that moves more is taken only when it covers more
-contingencies, or lowers the worst post-contingency utilisation by the policy's margin.
+every plan must make), and the plan that moves more is weighed against it: see `choose`
+and docs/policy.md. The plan itself is solved for the fewest moves that bring the worst
+post-contingency utilisation within the policy's aim less its margin.
 """
 
 from __future__ import annotations
@@ -110,23 +111,58 @@ def solve(problem: Problem) -> Solution:
 
 
 def choose(problem: Problem, margin: float) -> PlanChoice:
-    """The plan, or staying put (its evacuations only), by the hysteresis rule."""
+    """The plan, or staying put (its evacuations only), by the hysteresis rule (docs/policy.md):
+    less load over a steady ceiling, then less load opened now, then more single losses
+    covered, then less load left with no alternate, then staying if it is within the aim,
+    else the plan if it is within the aim or better by the margin."""
     stay_problem = replace(problem, policy=replace(problem.policy, move_budget=0))
     stay = make_plan(stay_problem, solve(stay_problem))
     if problem.policy.move_budget == 0:
         return PlanChoice(stay, stay, "stay", "no voluntary moves allowed", problem)
     plan = make_plan(problem, solve(problem))
+
+    def take(chosen: str, reason: str) -> PlanChoice:
+        return PlanChoice(plan, stay, chosen, reason, problem)
+
+    for what, measure, fewer in (("kW over a steady ceiling", _over_ceiling_kw, True),
+                                 ("kW opened", _opened_kw, True), ("single losses covered", _covered, False),
+                                 ("kW with no alternate", _exposed_kw, True)):
+        mine, theirs = measure(problem, plan), measure(problem, stay)
+        if abs(mine - theirs) > 1e-6:
+            better = mine < theirs if fewer else mine > theirs
+            return take("plan" if better else "stay", f"{what}: {mine:g} with the plan, {theirs:g} staying")
     if not plan.check.moves:
-        return PlanChoice(plan, stay, "plan", "no voluntary moves needed", problem)
-    covered_plan, covered_stay = sum(plan.check.covered), sum(stay.check.covered)
-    if covered_plan > covered_stay:
-        return PlanChoice(plan, stay, "plan", f"covers {covered_plan} single losses, staying {covered_stay}", problem)
+        return take("plan", "no voluntary moves needed")
+    aim = problem.policy.aim_u + margin
+    if problem.policy.aim_u > 0 and stay.worst_post <= aim:
+        return take("stay", f"worst post-contingency utilisation {stay.worst_post:.3f} is within the aim {aim:g}")
     gain = stay.worst_post - plan.worst_post
-    if covered_plan == covered_stay and gain >= margin:
-        return PlanChoice(plan, stay, "plan", f"worst post-contingency utilisation {stay.worst_post:.3f} -> "
-                                               f"{plan.worst_post:.3f}, better by the margin {margin:g}", problem)
-    return PlanChoice(plan, stay, "stay", f"{plan.check.moves} moves would gain {gain:.3f} of worst utilisation, "
-                                          f"less than the margin {margin:g}", problem)
+    if problem.policy.aim_u > 0 and plan.worst_post <= aim:
+        return take("plan", f"worst post-contingency utilisation {stay.worst_post:.3f} -> {plan.worst_post:.3f}, "
+                            f"within the aim {aim:g}")
+    if gain >= margin:
+        return take("plan", f"worst post-contingency utilisation {stay.worst_post:.3f} -> {plan.worst_post:.3f}, "
+                            f"better by the margin {margin:g}")
+    return take("stay", f"{plan.check.moves} moves would gain {gain:.3f} of worst utilisation, "
+                        f"less than the margin {margin:g}")
+
+
+def _over_ceiling_kw(problem: Problem, plan: Plan) -> float:
+    steady = np.asarray(plan.check.steady_util)
+    over = np.maximum(steady - problem.policy.ceiling, 0.0) * problem.capacity_kw
+    return round(float(over.sum()), 3)
+
+
+def _opened_kw(problem: Problem, plan: Plan) -> float:
+    return round(float(problem.draw_kw[plan.assign < 0].sum()), 3)
+
+
+def _covered(problem: Problem, plan: Plan) -> float:
+    return float(sum(plan.check.covered))
+
+
+def _exposed_kw(problem: Problem, plan: Plan) -> float:
+    return round(float(sum(problem.draw_kw[problem.rack_ids.index(r)] for r in plan.exposed)), 3)
 
 
 PRIORITY_ORDER = {Priority.DEFERRABLE: 0, Priority.NORMAL: 1, Priority.CRITICAL: 2}

@@ -26,6 +26,9 @@ Every field has a default, so an empty file (or none) is the default policy:
     reseason_s = 600            # their seasonal mean alone, between refits
 
     [plan]
+    aim = 1.0                   # a site whose every single loss leaves each survivor at most this
+                                # share of its capacity (forecast P95) is left alone; above it, a
+                                # plan moves the fewest racks that bring it to aim - margin
     margin = 0.02               # a plan that changes assignments must lower the worst
                                 # post-contingency utilisation by at least this much
     imbalance = 0.30            # spread of utilisation (most minus least loaded) that triggers a plan
@@ -86,6 +89,7 @@ class ControlPolicy:
     horizon_s: float = 3600.0
     refit_s: float = 3600.0
     reseason_s: float = 600.0
+    aim: float = 1.0
     margin: float = 0.02
     imbalance: float = 0.30
     thd_limit_pct: float = 5.0
@@ -102,6 +106,7 @@ class ControlPolicy:
             move_budget=self.moves_per_plan, min_dwell_s=self.dwell_s, max_moves_per_week=self.moves_per_week,
             risk_threshold=self.risk_raise, thd_limit_pct=self.thd_limit_pct,
             allow_shedding=self.shedding_allowed and bool(self.shed_classes),
+            aim_u=max(self.aim - self.margin, 0.0),
         )
 
     def may_shed(self, priority: Priority) -> bool:
@@ -124,6 +129,7 @@ _FIELDS: dict[tuple[str, str], tuple[str, str, float | None, float | None]] = {
     ("timing", "horizon_s"): ("horizon_s", "positive", 0.0, 7 * 86_400.0),
     ("timing", "refit_s"): ("refit_s", "positive", 0.0, 7 * 86_400.0),
     ("timing", "reseason_s"): ("reseason_s", "positive", 0.0, 7 * 86_400.0),
+    ("plan", "aim"): ("aim", "number", 0.0, 2.0),
     ("plan", "margin"): ("margin", "number", 0.0, 1.0),
     ("plan", "imbalance"): ("imbalance", "fraction", 0.0, 1.0),
     ("plan", "thd_limit_pct"): ("thd_limit_pct", "number", 0.0, 100.0),
