@@ -8,7 +8,7 @@ import pytest
 
 from host.predict import robust_fit, seasonal_ar
 from host.predict.baselines import seasonal_naive
-from host.predict.forecast import LoadForecaster
+from host.predict.forecast import NAIVE_MIN_DIFFS, LoadForecaster
 from host.predict.forecast_config import Forecast, ForecastConfig, ScheduledLoad
 
 HOUR_S = 3600.0
@@ -128,6 +128,17 @@ def test_short_history_falls_back_with_wide_intervals(n: int, method: str) -> No
     fitted = LoadForecaster(CONFIG).fit(synthetic(6 * WEEK, seed=6)[0]).predict(DAY)
     assert (forecast.p95 - forecast.point).min() > (fitted.p95 - fitted.point).max()
     assert (forecast.quantile(0.05) < forecast.point).all()
+
+
+def test_the_seasonal_naive_takes_over_once_its_interval_is_no_wider_than_the_mean() -> None:
+    # On one or two seasonal differences the naive forecast's Student-t interval has one
+    # degree of freedom or none, several times the mean's width: a controller reading P95
+    # would see the load leap at the hand-over. The mean holds until four differences.
+    y = synthetic(DAY + NAIVE_MIN_DIFFS, seed=6)[0]
+    before = LoadForecaster(CONFIG).fit(y[:-1]).predict(DAY)
+    after = LoadForecaster(CONFIG).fit(y).predict(DAY)
+    assert (before.method, after.method) == ("mean", "seasonal naive (season 24)")
+    assert (after.p95 - after.point).max() <= (before.p95 - before.point).max()
 
 
 def test_sparse_history_falls_back_to_the_longest_season_it_covers() -> None:

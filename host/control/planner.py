@@ -114,7 +114,7 @@ def choose(problem: Problem, margin: float) -> PlanChoice:
     """The plan, or staying put (its evacuations only), by the hysteresis rule (docs/policy.md):
     less load over a steady ceiling, then less load opened now, then more single losses
     covered, then less load left with no alternate, then staying if it is within the aim,
-    else the plan if it is within the aim or better by the margin."""
+    else the plan if it is better by the margin."""
     stay_problem = replace(problem, policy=replace(problem.policy, move_budget=0))
     stay = make_plan(stay_problem, solve(stay_problem))
     if problem.policy.move_budget == 0:
@@ -137,9 +137,6 @@ def choose(problem: Problem, margin: float) -> PlanChoice:
     if problem.policy.aim_u > 0 and stay.worst_post <= aim:
         return take("stay", f"worst post-contingency utilisation {stay.worst_post:.3f} is within the aim {aim:g}")
     gain = stay.worst_post - plan.worst_post
-    if problem.policy.aim_u > 0 and plan.worst_post <= aim:
-        return take("plan", f"worst post-contingency utilisation {stay.worst_post:.3f} -> {plan.worst_post:.3f}, "
-                            f"within the aim {aim:g}")
     if gain >= margin:
         return take("plan", f"worst post-contingency utilisation {stay.worst_post:.3f} -> {plan.worst_post:.3f}, "
                             f"better by the margin {margin:g}")

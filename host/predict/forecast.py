@@ -39,10 +39,10 @@ then refitted). Everything takes a 2-D array, one row per series.
 Degrading gracefully: a season is fitted only when the window holds ``min_cycles`` of it
 (one week of minute data fits the daily season, not the weekly one). With no season
 fittable the forecaster falls back to the seasonal naive forecast of the longest season
-the history covers once, or else to the mean, with Student-t intervals, wide when the
-history is short. Gaps (NaN, inf) are gaps, not zeros. In the residuals, gaps and spikes
-(a sample sticking out from both neighbours) are replaced by their one-step prediction,
-so neither echoes into a forecast; a level shift is kept.
+the history covers once (and a few samples more), or else to the mean, with Student-t
+intervals, wide when the history is short. Gaps (NaN, inf) are gaps, not zeros. In the
+residuals, gaps and spikes (a sample sticking out from both neighbours) are replaced by
+their one-step prediction, so neither echoes into a forecast; a level shift is kept.
 
 Anticipated workload increases (``ScheduledLoad``) add their extra draw to the point
 forecast and to every quantile in their window: the history cannot know about them.
@@ -63,6 +63,8 @@ from numpy.typing import ArrayLike
 from host.predict.baselines import mean_forecast, naive_forecast
 from host.predict.forecast_config import FloatArray, Forecast, ForecastConfig, ScheduledLoad, as_history, check_horizon
 from host.predict.seasonal_ar import HorizonModel, SeasonalAR, fit_seasonal_ar, predict_at
+
+NAIVE_MIN_DIFFS = 4  # seasonal differences before the seasonal naive forecast replaces the mean
 
 
 class LoadForecaster:
@@ -154,8 +156,12 @@ class LoadForecaster:
         self._since_season = 0
 
     def _naive_season(self) -> int:
-        """The longest configured season the history covers once, 0 if none."""
-        return max((s for s in self.config.seasons if s <= self._y.shape[1]), default=0)
+        """The longest configured season the history covers once and NAIVE_MIN_DIFFS
+        samples more, 0 if none. The naive forecast's interval is Student-t on its seasonal
+        differences: on one or two of them (one degree of freedom or none, P95 at 6.3
+        spreads) it is several times the mean's, and a controller reading P95 would see a
+        leap in the load at the hand-over; from four (P95 at 2.4) it is narrower."""
+        return max((s for s in self.config.seasons if s + NAIVE_MIN_DIFFS <= self._y.shape[1]), default=0)
 
     def _forecast(self, horizon: int, steps: FloatArray) -> tuple[FloatArray, dict[float, FloatArray]]:
         levels = self.config.quantiles
