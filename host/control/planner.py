@@ -159,7 +159,8 @@ def _covered(problem: Problem, plan: Plan) -> float:
 
 
 def _exposed_kw(problem: Problem, plan: Plan) -> float:
-    return round(float(sum(problem.draw_kw[problem.rack_ids.index(r)] for r in plan.exposed)), 3)
+    exposed = np.isin(np.asarray(problem.rack_ids), plan.exposed)  # one pass, not a search per rack
+    return round(float(problem.draw_kw[exposed].sum()), 3)
 
 
 PRIORITY_ORDER = {Priority.DEFERRABLE: 0, Priority.NORMAL: 1, Priority.CRITICAL: 2}
